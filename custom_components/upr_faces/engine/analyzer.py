@@ -1,0 +1,237 @@
+"""One frame in, faces with embeddings out. Owns the process-wide ONNX sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from .detector import Detection, ScrfdDetector
+from .embedder import ALIGNED_SIZE, Embedder, align_face
+from .errors import ImageError
+from .models import ModelPack
+
+_LOGGER = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+ImageArray = npt.NDArray[np.uint8]
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """A detected face and, once embedded, its L2-normalised embedding."""
+
+    detection: Detection
+    embedding: FloatArray | None = None
+
+    @property
+    def box(self) -> FloatArray:
+        """``[x1, y1, x2, y2]`` in image pixels."""
+        return self.detection.box
+
+    @property
+    def score(self) -> float:
+        """Detector confidence."""
+        return self.detection.score
+
+    @property
+    def landmarks(self) -> FloatArray:
+        """Five ``(x, y)`` points: eyes, nose, mouth corners."""
+        return self.detection.landmarks
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoEmbedding:
+    """The result of embedding a reference photo: a vector, or the reason there is none."""
+
+    embedding: FloatArray | None
+    reason: str | None = None
+    faces: int = 0
+
+
+@dataclass(slots=True)
+class _SessionPool:
+    """Process-wide ONNX sessions: one per (model file, providers, threads)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sessions: dict[tuple[str, int, tuple[str, ...], int], ort.InferenceSession] = field(
+        default_factory=dict
+    )
+
+    def get(self, path: Path, providers: tuple[str, ...], threads: int) -> ort.InferenceSession:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, providers, threads)
+        with self.lock:
+            session = self.sessions.get(key)
+            if session is None:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # Idle worker threads must sleep, not spin: the CPU is shared with decoding.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+                options.log_severity_level = 3
+                session = ort.InferenceSession(str(path), options, providers=list(providers))
+                self.sessions[key] = session
+            return session
+
+
+_POOL = _SessionPool()
+
+
+def resolve_providers(requested: Sequence[str]) -> tuple[str, ...]:
+    """Map ``cpu``/``cuda``/``openvino`` to ONNX Runtime providers that are available.
+
+    An unavailable accelerator is logged once and replaced by the CPU.
+    """
+    available = set(ort.get_available_providers())
+    chosen: list[str] = []
+    for name in requested:
+        provider = PROVIDERS.get(name.lower(), name)
+        if provider in available:
+            if provider not in chosen:
+                chosen.append(provider)
+        else:
+            _LOGGER.warning(
+                "Execution provider %s is not available (have: %s); using the CPU instead",
+                name,
+                ", ".join(sorted(available)),
+            )
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return tuple(chosen)
+
+
+def decode_image(data: bytes) -> ImageArray:
+    """Decode JPEG/PNG/... bytes to a BGR ``uint8`` image, or raise :class:`ImageError`."""
+    if not data:
+        raise ImageError("empty image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"image larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3:
+        raise ImageError("not a decodable image")
+    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageError("image has too many pixels")
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def read_image(path: Path) -> ImageArray:
+    """Read and decode an image file (blocking: call it off the event loop)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(f"cannot read {path}: {err.strerror or err}") from err
+    return decode_image(data)
+
+
+def default_threads() -> int:
+    """The number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Analyzer:
+    """Detects and embeds faces with one model pack.
+
+    Sessions are shared by every analyzer of the process that uses the same model file,
+    providers and thread count. Thread-safe: ONNX Runtime sessions may run concurrently.
+    """
+
+    def __init__(
+        self,
+        pack: ModelPack,
+        *,
+        det_size: int = 640,
+        threads: int | None = None,
+        providers: Sequence[str] = ("cpu",),
+        det_threshold: float = 0.5,
+        square: bool = True,
+    ) -> None:
+        self.pack = pack
+        self.threads = threads or default_threads()
+        self.providers = resolve_providers(providers)
+        det_session = _POOL.get(pack.detector, self.providers, self.threads)
+        rec_session = _POOL.get(pack.recognizer, self.providers, self.threads)
+        self.detector = ScrfdDetector(
+            det_session, det_size=det_size, score_threshold=det_threshold, square=square
+        )
+        self.embedder = Embedder(rec_session)
+        self.embedding_size = self.embedder.embedding_size
+        self._model_id: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the recognizer (file name, content hash, size): the cache key part."""
+        if self._model_id is None:
+            digest = file_sha256(self.pack.recognizer)[:16]
+            self._model_id = f"{self.pack.recognizer.stem}:{digest}:{self.embedding_size}"
+        return self._model_id
+
+    def detect(self, image: ImageArray) -> list[Detection]:
+        """Faces of a BGR image, without embeddings."""
+        return self.detector.detect(image)
+
+    def embed(self, image: ImageArray, detections: Sequence[Detection]) -> FloatArray:
+        """Embeddings (one row per detection) of faces of one image, in one batch."""
+        crops = [align_face(image, det.landmarks) for det in detections]
+        return self.embedder.embed_aligned(crops)
+
+    def analyze(self, image: ImageArray) -> list[Face]:
+        """Detect every face of a BGR image and embed them all in one batch."""
+        detections = self.detect(image)
+        if not detections:
+            return []
+        vectors = self.embed(image, detections)
+        return [Face(det, vectors[i]) for i, det in enumerate(detections)]
+
+    def embed_photo(self, data: bytes) -> PhotoEmbedding:
+        """Embed the main face of a reference photo.
+
+        Undecodable bytes give reason ``not_an_image``; no face gives ``no_face``; with
+        several faces the largest is used (``faces`` tells how many there were). A photo that
+        is already a 112x112 aligned crop with no detectable face is embedded as it is.
+        """
+        try:
+            image = decode_image(data)
+        except ImageError:
+            return PhotoEmbedding(None, "not_an_image")
+        detections = self.detect(image)
+        if not detections:
+            if image.shape[:2] == (ALIGNED_SIZE, ALIGNED_SIZE):
+                return PhotoEmbedding(self.embedder.embed_aligned([image])[0], None, 1)
+            return PhotoEmbedding(None, "no_face")
+        largest = max(detections, key=lambda det: det.area)
+        vector = self.embed(image, [largest])[0]
+        return PhotoEmbedding(vector, None, len(detections))

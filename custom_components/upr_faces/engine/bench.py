@@ -1,0 +1,130 @@
+"""Engine benchmark: detection, embedding and gallery search timings on one core."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analyzer import Analyzer, read_image
+from .gallery import Gallery, Person
+from .models import find_pack
+
+
+def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(samples_ms)
+    return {
+        "p50": round(float(np.percentile(values, 50)), 2),
+        "p95": round(float(np.percentile(values, 95)), 2),
+    }
+
+
+def _time_ms(func: Callable[[], object], repeat: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        func()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rss_mib() -> float:
+    """Resident memory of this process in MiB (current, from /proc when available)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except OSError:  # pragma: no cover - not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_gallery(references: int, dim: int, per_person: int = 4) -> Gallery:
+    """A gallery of random unit vectors, ``per_person`` references per person."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((references, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    count = (references + per_person - 1) // per_person
+    persons = {f"p{i}": Person(f"p{i}", f"REF-{i}") for i in range(count)}
+    refs = ((f"p{i // per_person}", vectors[i]) for i in range(references))
+    return Gallery(persons, refs, model_id="synthetic", embedding_size=dim)
+
+
+def run_engine_bench(
+    models: Path,
+    images: Sequence[str] = (),
+    *,
+    repeat: int = 30,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Time the engine on one thread; returns a JSON-ready dict of figures."""
+    pack = find_pack(models)
+    rss_start = rss_mib()
+    analyzer = Analyzer(pack, threads=1)
+    small = Analyzer(pack, threads=1, det_size=320)
+    rss_loaded = rss_mib()
+    if images:
+        frames = [read_image(Path(name)) for name in images]
+    else:
+        rng = np.random.default_rng(1)
+        frames = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)]
+    result: dict[str, Any] = {
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "threads": 1,
+        "models": str(models),
+        "embedding_size": analyzer.embedding_size,
+    }
+    progress("bench: detection")
+    for label, engine in (("detect_640", analyzer), ("detect_320", small)):
+        samples: list[float] = []
+        for frame in frames:
+            samples += _time_ms(partial(engine.detect, frame), repeat)
+        result[f"{label}_ms"] = _percentiles(samples)
+    progress("bench: embedding")
+    faces = [(frame, det) for frame in frames for det in analyzer.detect(frame)]
+    if faces:
+        frame, det = faces[0]
+        one = _time_ms(lambda: analyzer.embed(frame, [det]), repeat)
+        batch = [d for f, d in faces if f is frame][:8] or [det]
+        many = _time_ms(lambda: analyzer.embed(frame, batch), max(5, repeat // 3))
+        result["embed_ms_per_face"] = {
+            "single": _percentiles(one)["p50"],
+            f"batch_of_{len(batch)}": round(float(np.median(many)) / len(batch), 2),
+        }
+    else:
+        result["embed_ms_per_face"] = None
+    progress("bench: gallery search")
+    search: dict[str, Any] = {}
+    for size in (1_000, 10_000, 100_000):
+        gallery = synthetic_gallery(size, 512)
+        rng = np.random.default_rng(2)
+        probe = rng.standard_normal((1, 512), dtype=np.float32)
+        probe4 = rng.standard_normal((4, 512), dtype=np.float32)
+        search[f"{size}"] = {
+            "1_face": _percentiles(_time_ms(partial(gallery.search, probe), repeat)),
+            "4_faces": _percentiles(_time_ms(partial(gallery.search, probe4), repeat)),
+        }
+        del gallery
+    result["search_ms_512d"] = search
+    result["rss_mib"] = {"start": round(rss_start, 1), "after_loading": round(rss_loaded, 1)}
+    return result

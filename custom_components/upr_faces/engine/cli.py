@@ -1,0 +1,240 @@
+"""The ``upr-faces`` command: analyse photos, match them, manage model packs, benchmark.
+
+Heavy modules (numpy, ONNX Runtime, OpenCV) are imported inside the commands, so that
+``bench`` can pin BLAS to one thread before numpy loads and ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(", ", ": ")) + "\n")
+    sys.stdout.flush()
+
+
+def _progress(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _round(values: Any, digits: int = 2) -> list[Any]:
+    return [round(float(v), digits) for v in values]
+
+
+def _analyzer(args: argparse.Namespace) -> Any:
+    from .analyzer import Analyzer
+    from .models import find_pack
+
+    return Analyzer(
+        find_pack(Path(args.models)),
+        det_size=args.det_size,
+        threads=args.threads,
+        providers=tuple(args.providers.split(",")),
+    )
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """One JSON line per image: its faces with boxes, landmarks and embeddings."""
+    from .analyzer import read_image
+    from .errors import ImageError
+
+    analyzer = _analyzer(args)
+    status = EXIT_OK
+    for name in args.images:
+        try:
+            image = read_image(Path(name))
+        except ImageError as err:
+            _emit({"image": name, "error": str(err)})
+            status = EXIT_FAILED
+            continue
+        faces = analyzer.analyze(image)
+        _emit(
+            {
+                "image": name,
+                "faces": [
+                    {
+                        "box": _round(face.box),
+                        "score": round(face.score, 4),
+                        "landmarks": [_round(point) for point in face.landmarks],
+                        "embedding": _round(face.embedding, 6),
+                    }
+                    for face in faces
+                ],
+            }
+        )
+    return status
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "upr_faces"
+
+
+def load_gallery(path: Path, analyzer: Any, cache_dir: Path | None) -> Any:
+    """A gallery from a photo folder or from a synced registry cache."""
+    from .gallery import CACHE_FILE, GALLERY_FILE, EmbeddingCache, Gallery, load_folder
+
+    if (path / GALLERY_FILE).is_file():
+        gallery = Gallery.load(path / GALLERY_FILE)
+        if gallery.model_id != analyzer.model_id:
+            raise ValueError(
+                f"gallery {path} was built with {gallery.model_id}, "
+                f"not with this pack's recognizer {analyzer.model_id}"
+            )
+        return gallery
+    cache = EmbeddingCache((cache_dir or _default_cache_dir()) / CACHE_FILE)
+    try:
+        gallery, report = load_folder(path, analyzer, cache)
+    finally:
+        cache.close()
+    for warning in report.warnings:
+        _progress(f"gallery: {warning}")
+    _progress(f"gallery: {json.dumps(report.as_dict())}")
+    return gallery
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    """Per image, each face with its best candidates in the gallery."""
+    import numpy as np
+
+    from .analyzer import read_image
+    from .errors import ImageError
+    from .gallery import Thresholds
+
+    analyzer = _analyzer(args)
+    try:
+        gallery = load_gallery(Path(args.gallery), analyzer, args.cache)
+    except (FileNotFoundError, ValueError) as err:
+        _progress(f"upr-faces: {err}")
+        return EXIT_FAILED
+    thresholds = Thresholds(match=args.match, probable=args.probable)
+    status = EXIT_OK
+    for name in args.images:
+        try:
+            image = read_image(Path(name))
+        except ImageError as err:
+            _emit({"image": name, "error": str(err)})
+            status = EXIT_FAILED
+            continue
+        faces = analyzer.analyze(image)
+        results = (
+            gallery.search(
+                np.stack([f.embedding for f in faces]),
+                top_k=args.top_k,
+                thresholds=thresholds,
+            )
+            if faces
+            else []
+        )
+        _emit(
+            {
+                "image": name,
+                "faces": [
+                    {
+                        "box": _round(face.box),
+                        "score": round(face.score, 4),
+                        "candidates": [
+                            {
+                                "person_id": c.person_id,
+                                "similarity": round(c.similarity, 4),
+                                "tier": c.tier,
+                            }
+                            for c in found
+                        ],
+                    }
+                    for face, found in zip(faces, results, strict=True)
+                ],
+            }
+        )
+    return status
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Print detection, embedding and gallery-search timings as JSON."""
+    from .bench import run_engine_bench
+
+    _emit(run_engine_bench(Path(args.models), args.images, repeat=args.repeat, progress=_progress))
+    return EXIT_OK
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", required=True, help="model pack folder")
+    parser.add_argument("--det-size", type=int, default=640, help="detector input (640, 320)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads")
+    parser.add_argument(
+        "--providers", default="cpu", help="execution providers: cpu, cuda, openvino (a,b)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``upr-faces``."""
+    parser = argparse.ArgumentParser(
+        prog="upr-faces", description="Face recognition engine of the upr_faces integration"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="detect and embed the faces of images")
+    _add_model_args(analyze)
+    analyze.add_argument("images", nargs="+", metavar="IMAGE")
+    analyze.set_defaults(func=cmd_analyze)
+
+    match = sub.add_parser("match", help="match the faces of images against a gallery")
+    _add_model_args(match)
+    match.add_argument(
+        "--gallery", required=True, help="photo folder <dir>/<person_id>/*.jpg or a synced cache"
+    )
+    match.add_argument("--cache", type=Path, default=None, help="embedding cache folder")
+    match.add_argument("--top-k", type=int, default=3)
+    match.add_argument("--match", type=float, default=0.55, help="match threshold")
+    match.add_argument("--probable", type=float, default=0.45, help="probable threshold")
+    match.add_argument("images", nargs="+", metavar="IMAGE")
+    match.set_defaults(func=cmd_match)
+
+    bench = sub.add_parser("bench", help="time detection, embedding and gallery search")
+    bench.add_argument("--models", required=True, help="model pack folder")
+    bench.add_argument("--repeat", type=int, default=30)
+    bench.add_argument("images", nargs="*", metavar="IMAGE", help="photos to time (optional)")
+    bench.set_defaults(func=cmd_bench)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``upr-faces`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "bench":
+        # One core for every measurement: ONNX Runtime is given 1 thread, BLAS too.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+    from .errors import UprFacesError
+
+    try:
+        result: int = args.func(args)
+    except UprFacesError as err:
+        _progress(f"upr-faces: {err}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The ``upr-faces`` command, run in-process on the real models and photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from custom_components.upr_faces.engine.cli import main
+
+from .conftest import ROOT, LabelledPhoto
+
+
+def _lines(capsys: pytest.CaptureFixture[str]) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+
+
+def test_analyze_prints_one_line_per_image(
+    test_pack: Path, faces_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"nope")
+    images = [
+        faces_dir / "multi_deepface_couple.jpg",
+        broken,
+        faces_dir / "noface_darknet_dog.jpg",
+    ]
+    code = main(["analyze", "--models", str(test_pack), *map(str, images)])
+    assert code == 1  # the broken image fails at the end, the others went on
+    first, second, third = _lines(capsys)
+    assert first["image"] == str(images[0])
+    assert len(first["faces"]) == 2
+    face = first["faces"][0]
+    assert len(face["box"]) == 4
+    assert len(face["landmarks"]) == 5
+    assert len(face["embedding"]) == 128
+    assert np.linalg.norm(face["embedding"]) == pytest.approx(1.0, abs=1e-3)
+    assert 0.5 <= face["score"] <= 1.0
+    assert second["image"] == str(broken)
+    assert "error" in second
+    assert third == {"image": str(images[2]), "faces": []}
+
+
+def test_match_finds_people(
+    test_pack: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gallery = tmp_path / "gallery"
+    probes: dict[str, Path] = {}
+    for photo in labelled_photos:
+        if not photo.identity.startswith("deepface_"):
+            continue
+        if photo.identity not in probes:
+            probes[photo.identity] = photo.path
+            continue
+        (gallery / photo.identity).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo.path, gallery / photo.identity)
+    args = ["match", "--models", str(test_pack), "--gallery", str(gallery)]
+    args += ["--cache", str(tmp_path / "cache"), *map(str, probes.values())]
+    assert main(args) == 0
+    results = _lines(capsys)
+    assert len(results) == 6
+    for identity, result in zip(probes, results, strict=True):
+        (face,) = result["faces"]
+        best = face["candidates"][0]
+        assert best["person_id"] == identity
+        assert best["tier"] in ("match", "probable")
+        assert len(face["candidates"]) == 3
+    assert (tmp_path / "cache" / "embeddings.sqlite3").is_file()
+
+
+def test_match_with_missing_gallery(
+    test_pack: Path, faces_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["match", "--models", str(test_pack), "--gallery", str(tmp_path / "nope")]
+    assert main([*args, str(faces_dir / "deepface_A_img2.jpg")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_pack_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--models", str(tmp_path), "x.jpg"]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err
+    assert "Traceback" not in err
+
+
+def test_module_entry_point_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "custom_components.upr_faces.engine", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for command in ("analyze", "match", "bench"):
+        assert command in out.stdout
+
+
+def test_bench_prints_figures(
+    test_pack: Path, faces_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = str(faces_dir / "multi_deepface_couple.jpg")
+    assert main(["bench", "--models", str(test_pack), "--repeat", "2", image]) == 0
+    (figures,) = _lines(capsys)
+    assert figures["embedding_size"] == 128
+    assert figures["detect_640_ms"]["p50"] > figures["detect_320_ms"]["p50"] > 0
+    assert figures["embed_ms_per_face"]["single"] > 0
+    assert set(figures["search_ms_512d"]) == {"1000", "10000", "100000"}
+    assert figures["rss_mib"]["after_loading"] > 0
