@@ -1,0 +1,555 @@
+"""Per-camera work and the scheduler that shares one analyzer between all cameras.
+
+Each camera's reader thread keeps only its newest frame. Worker threads visit the cameras
+in turn: a camera is due ``detection_fps`` times a second; when it is due, its newest frame
+is taken (older ones are simply overwritten, never queued), a cheap motion gate may skip
+it, and otherwise faces are detected, tracked, embedded on their best frames and matched.
+Nothing here grows with time: no queue, bounded tracks, bounded stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .alerts import AlertTier, CooldownGate, MatchEvent
+from .gallery import Gallery, Thresholds, Tier
+from .tracker import Track, Tracker, TrackerConfig, face_quality
+
+if TYPE_CHECKING:
+    from .analyzer import Analyzer
+    from .detector import Detection
+
+_LOGGER = logging.getLogger(__name__)
+
+ImageArray = npt.NDArray[np.uint8]
+FloatArray = npt.NDArray[np.float32]
+
+TIER_RANK: dict[Tier, int] = {"none": 0, "probable": 1, "match": 2}
+# BGR colours of the boxes drawn on the live view
+TIER_COLOURS: dict[Tier, tuple[int, int, int]] = {
+    "match": (40, 40, 230),
+    "probable": (0, 160, 255),
+    "none": (200, 200, 200),
+}
+THUMB_SIZE = (64, 36)
+
+
+class FrameLike(Protocol):
+    """A decoded frame as the camera sources hand it over."""
+
+    @property
+    def image(self) -> ImageArray:
+        """BGR ``uint8`` pixels."""
+
+    @property
+    def captured_at(self) -> float:
+        """``time.monotonic()`` when the frame was read."""
+
+    @property
+    def seq(self) -> int:
+        """Increasing frame number."""
+
+
+class SourceLike(Protocol):
+    """What the pipeline needs of a camera source (see ``sources.py``)."""
+
+    def start(self) -> None:
+        """Start reading."""
+
+    def stop(self, timeout: float = ...) -> None:
+        """Stop reading and join the reader thread."""
+
+    def latest(self) -> FrameLike | None:
+        """The newest frame, or ``None`` before the first one."""
+
+    @property
+    def state(self) -> str:
+        """``connecting``, ``streaming`` or ``offline``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Tunables of the real-time pipeline."""
+
+    detection_fps: float = 5.0
+    motion_threshold: float = 2.0
+    forced_check_s: float = 2.0
+    cooldown_s: float = 60.0
+    top_k: int = 3
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    jpeg_quality: int = 80
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBox:
+    """A face as drawn on the live view."""
+
+    box: tuple[float, float, float, float]
+    tier: Tier
+    label: str | None
+    track_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStats:
+    """A snapshot of one camera's counters."""
+
+    camera: str
+    state: str
+    frames_analysed: int
+    gated: int
+    dropped: int
+    detect_ms: float | None
+    faces: int
+    last_detection_at: float | None
+    events: int
+
+
+def encode_jpeg(image: ImageArray, quality: int = 80) -> bytes:
+    """JPEG bytes of a BGR image (blocking: call it off the event loop)."""
+    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(buffer)
+
+
+def face_crop(image: ImageArray, box: tuple[float, float, float, float]) -> ImageArray:
+    """The face with a margin of a quarter of its size around it."""
+    x1, y1, x2, y2 = box
+    margin_x, margin_y = (x2 - x1) * 0.25, (y2 - y1) * 0.25
+    height, width = image.shape[:2]
+    left, top = max(0, int(x1 - margin_x)), max(0, int(y1 - margin_y))
+    right, bottom = min(width, int(x2 + margin_x)), min(height, int(y2 + margin_y))
+    return image[top:bottom, left:right]
+
+
+def draw_faces(image: ImageArray, faces: list[FaceBox]) -> ImageArray:
+    """A copy of the image with the face boxes, coloured by tier, and their labels."""
+    out = image.copy()
+    thickness = max(2, image.shape[1] // 400)
+    for face in faces:
+        x1, y1, x2, y2 = (int(v) for v in face.box)
+        colour = TIER_COLOURS[face.tier]
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        if face.label:
+            scale = max(0.5, image.shape[1] / 1600)
+            (tw, th), base = cv2.getTextSize(face.label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            top = max(0, y1 - th - base - 4)
+            cv2.rectangle(out, (x1, top), (x1 + tw + 6, top + th + base + 4), colour, -1)
+            cv2.putText(
+                out,
+                face.label,
+                (x1 + 3, top + th + 2),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
+    return out
+
+
+class CameraWorker:
+    """The state the pipeline keeps for one camera: tracks, motion gate, stats, live view."""
+
+    def __init__(
+        self,
+        camera: str,
+        source: SourceLike,
+        config: PipelineConfig,
+        *,
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        self.camera = camera
+        self.source = source
+        self.config = config
+        self.thresholds = thresholds or config.thresholds
+        self.tracker = Tracker(config.tracker)
+        self.cooldown = CooldownGate(config.cooldown_s)
+        self.interval = 1.0 / config.detection_fps
+        self.next_due = time.monotonic()
+        self.busy = False
+        self.last_seq = -1
+        self.frames_analysed = 0
+        self.gated = 0
+        self.dropped = 0
+        self.events = 0
+        self.last_detection_at: float | None = None
+        self._detect_ms: deque[float] = deque(maxlen=50)
+        self._reference_thumb: npt.NDArray[np.int16] | None = None
+        self._last_full_check = 0.0
+        self._faces: list[FaceBox] = []
+        self._view_lock = threading.Lock()
+        self._view_cache: tuple[int, int, bytes] | None = None
+        self._faces_version = 0
+        self._failing = False
+
+    def stats(self) -> CameraStats:
+        """A snapshot of the counters."""
+        detect = round(sum(self._detect_ms) / len(self._detect_ms), 2) if self._detect_ms else None
+        return CameraStats(
+            camera=self.camera,
+            state=self.source.state,
+            frames_analysed=self.frames_analysed,
+            gated=self.gated,
+            dropped=self.dropped,
+            detect_ms=detect,
+            faces=len(self._faces),
+            last_detection_at=self.last_detection_at,
+            events=self.events,
+        )
+
+    @property
+    def faces(self) -> list[FaceBox]:
+        """The faces of the last analysed frame."""
+        return list(self._faces)
+
+    def _motion(self, image: ImageArray, now: float) -> bool:
+        """Whether the scene changed since the last analysed frame (or a check is due)."""
+        thumb = cv2.resize(image, THUMB_SIZE, interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(thumb, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        reference = self._reference_thumb
+        forced = now - self._last_full_check >= self.config.forced_check_s
+        if reference is None or forced or self.tracker.active:
+            moved = True
+        else:
+            moved = float(np.abs(grey - reference).mean()) >= self.config.motion_threshold
+        if moved:
+            self._reference_thumb = grey
+            self._last_full_check = now
+        return moved
+
+    def process(
+        self, frame: FrameLike, analyzer: Analyzer, gallery: Gallery | None
+    ) -> list[MatchEvent]:
+        """Analyse one frame: detect, track, embed the best frames, match, decide alerts."""
+        image = frame.image
+        now = time.monotonic()
+        if not self._motion(image, now):
+            self.gated += 1
+            return []
+        started = time.perf_counter()
+        detections = analyzer.detect(image)
+        self._detect_ms.append((time.perf_counter() - started) * 1000.0)
+        self.frames_analysed += 1
+        if detections:
+            self.last_detection_at = time.time()
+        tracks = self.tracker.update(detections, frame.captured_at)
+        to_embed: list[tuple[Track, Detection]] = []
+        for track, detection in zip(tracks, detections, strict=True):
+            quality = face_quality(image, detection, self.config.tracker.min_face_size)
+            if gallery is not None and self.tracker.wants_embedding(track, quality):
+                to_embed.append((track, detection))
+        events: list[MatchEvent] = []
+        if to_embed and gallery is not None and gallery.reference_count:
+            vectors = analyzer.embed(image, [det for _track, det in to_embed])
+            results = gallery.search(
+                vectors, top_k=self.config.top_k, thresholds=self.thresholds, include_none=True
+            )
+            for index, ((track, _det), found) in enumerate(zip(to_embed, results, strict=True)):
+                track.embeddings.append(vectors[index])
+                for candidate in found:
+                    previous = track.similarity.get(candidate.person_id, -1.0)
+                    track.similarity[candidate.person_id] = max(previous, candidate.similarity)
+                event = self._decide(track, frame, image, now)
+                if event is not None:
+                    events.append(event)
+        self._set_faces(
+            [self._face_box(track, gallery) for track in tracks],
+        )
+        self.cooldown.forget(now)
+        self.events += len(events)
+        return events
+
+    def _best_open(self, track: Track) -> tuple[str, float] | None:
+        ranked = sorted(track.similarity.items(), key=lambda item: item[1], reverse=True)
+        for person_id, similarity in ranked:
+            if person_id not in track.rejected:
+                return person_id, similarity
+        return None
+
+    def _decide(
+        self, track: Track, frame: FrameLike, image: ImageArray, now: float
+    ) -> MatchEvent | None:
+        best = self._best_open(track)
+        if best is None:
+            return None
+        person_id, similarity = best
+        tier = self.thresholds.tier(similarity)
+        if tier == "none":
+            return None
+        announced = track.announced.get(person_id, "none")
+        if TIER_RANK[tier] <= TIER_RANK[announced]:
+            return None
+        alert_tier: AlertTier = "match" if tier == "match" else "probable"
+        if not self.cooldown.allow(self.camera, person_id, alert_tier, track.track_id, now):
+            track.announced[person_id] = tier
+            return None
+        track.announced[person_id] = tier
+        box = tuple(float(v) for v in track.detection.box)
+        box4 = (box[0], box[1], box[2], box[3])
+        snapshot = draw_faces(image, [FaceBox(box4, tier, None, track.track_id)])
+        return MatchEvent(
+            camera=self.camera,
+            person_id=person_id,
+            similarity=round(similarity, 4),
+            tier=alert_tier,
+            track_id=track.track_id,
+            detected_at=time.time(),
+            latency_s=round(time.monotonic() - track.first_captured_at, 3),
+            box=box4,
+            upgraded=announced == "probable",
+            snapshot_jpeg=encode_jpeg(snapshot, self.config.jpeg_quality),
+            face_jpeg=encode_jpeg(face_crop(image, box4), 90),
+        )
+
+    def _face_box(self, track: Track, gallery: Gallery | None) -> FaceBox:
+        box = tuple(float(v) for v in track.detection.box)
+        best = self._best_open(track)
+        tier: Tier = "none"
+        label = None
+        if best is not None:
+            tier = self.thresholds.tier(best[1])
+            if tier != "none" and gallery is not None:
+                person = gallery.persons.get(best[0])
+                name = person.display_name or person.reference if person else best[0]
+                label = f"{name} {best[1]:.2f}"
+        return FaceBox((box[0], box[1], box[2], box[3]), tier, label, track.track_id)
+
+    def _set_faces(self, faces: list[FaceBox]) -> None:
+        with self._view_lock:
+            self._faces = faces
+            self._faces_version += 1
+
+    def reject(self, track_id: int, person_id: str) -> bool:
+        """An operator rejected this person for this track: never alert it again there."""
+        track = self.tracker.tracks.get(track_id)
+        if track is None:
+            return False
+        track.rejected.add(person_id)
+        return True
+
+    def forget_persons(self, keep: set[str]) -> None:
+        """Drop what the tracks know of persons that can no longer match."""
+        for track in list(self.tracker.tracks.values()):
+            for person_id in [pid for pid in track.similarity if pid not in keep]:
+                del track.similarity[person_id]
+
+    def annotated_jpeg(self, max_width: int | None = None) -> bytes | None:
+        """The newest frame with face boxes, as JPEG; encoded only when asked (blocking)."""
+        frame = self.source.latest()
+        if frame is None:
+            return None
+        with self._view_lock:
+            cached = self._view_cache
+            faces = list(self._faces)
+            version = self._faces_version
+        if cached is not None and cached[0] == frame.seq and cached[1] == version:
+            return cached[2]
+        image = draw_faces(frame.image, faces)
+        if max_width and image.shape[1] > max_width:
+            scale = max_width / image.shape[1]
+            image = np.asarray(
+                cv2.resize(image, (max_width, int(image.shape[0] * scale))), dtype=np.uint8
+            )
+        data = encode_jpeg(image, self.config.jpeg_quality)
+        with self._view_lock:
+            self._view_cache = (frame.seq, version, data)
+        return data
+
+
+EventListener = Callable[[MatchEvent], None]
+
+
+class Pipeline:
+    """Runs every camera through one shared analyzer on a few worker threads."""
+
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        gallery: Gallery | None = None,
+        config: PipelineConfig | None = None,
+        *,
+        workers: int = 1,
+    ) -> None:
+        self.analyzer = analyzer
+        self.config = config or PipelineConfig()
+        self._gallery = gallery
+        self._cameras: dict[str, CameraWorker] = {}
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._workers = max(1, workers)
+        self._listeners: list[EventListener] = []
+
+    @property
+    def gallery(self) -> Gallery | None:
+        """The gallery faces are matched against."""
+        return self._gallery
+
+    def set_gallery(self, gallery: Gallery | None) -> None:
+        """Swap in a new gallery; persons no longer open stop matching at once."""
+        self._gallery = gallery
+        keep = (
+            {pid for pid, person in gallery.persons.items() if person.is_open} if gallery else set()
+        )
+        with self._lock:
+            for worker in self._cameras.values():
+                worker.forget_persons(keep)
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` (from a worker thread) for every event; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def add_camera(
+        self, camera: str, source: SourceLike, *, thresholds: Thresholds | None = None
+    ) -> CameraWorker:
+        """Start a camera's source and include it in the schedule."""
+        if camera in self._cameras:
+            raise ValueError(f"camera {camera!r} is already in the pipeline")
+        worker = CameraWorker(camera, source, self.config, thresholds=thresholds)
+        source.start()
+        with self._lock:
+            self._cameras[camera] = worker
+            self._lock.notify_all()
+        return worker
+
+    def remove_camera(self, camera: str, timeout: float = 5.0) -> None:
+        """Stop a camera's source and take it out of the schedule."""
+        with self._lock:
+            worker = self._cameras.pop(camera, None)
+            while worker is not None and worker.busy:
+                self._lock.wait(0.05)
+        if worker is not None:
+            worker.source.stop(timeout)
+
+    def camera(self, camera: str) -> CameraWorker | None:
+        """The worker of a camera, if it is in the pipeline."""
+        return self._cameras.get(camera)
+
+    @property
+    def cameras(self) -> list[CameraWorker]:
+        """Every camera in the pipeline."""
+        return list(self._cameras.values())
+
+    def set_thresholds(self, camera: str, thresholds: Thresholds) -> None:
+        """Change a camera's tiers."""
+        worker = self._cameras.get(camera)
+        if worker is not None:
+            worker.thresholds = thresholds
+
+    def update_config(self, config: PipelineConfig) -> None:
+        """Apply new tunables to every camera (thresholds overrides are kept)."""
+        self.config = config
+        for worker in self._cameras.values():
+            per_camera = worker.thresholds != worker.config.thresholds
+            worker.config = config
+            worker.interval = 1.0 / config.detection_fps
+            worker.cooldown.cooldown_s = config.cooldown_s
+            worker.tracker.config = config.tracker
+            if not per_camera:
+                worker.thresholds = config.thresholds
+
+    def start(self) -> None:
+        """Start the worker threads."""
+        if self._threads:
+            return
+        self._stop.clear()
+        for index in range(self._workers):
+            thread = threading.Thread(
+                target=self._run, name=f"upr_faces-analyzer-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers and every camera's source; no thread is left behind."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        for camera in list(self._cameras):
+            self.remove_camera(camera, timeout)
+
+    def _next_due(self) -> tuple[CameraWorker, FrameLike] | float:
+        """A camera to process now with its newest frame, or how long to wait."""
+        now = time.monotonic()
+        wait = 0.1
+        chosen: tuple[CameraWorker, FrameLike] | None = None
+        for worker in self._cameras.values():
+            if worker.busy:
+                continue
+            if worker.next_due > now:
+                wait = min(wait, worker.next_due - now)
+                continue
+            frame = worker.source.latest()
+            if frame is None or frame.seq == worker.last_seq:
+                wait = min(wait, 0.01)
+                continue
+            if chosen is None or worker.next_due < chosen[0].next_due:
+                chosen = (worker, frame)
+        if chosen is None:
+            return wait
+        worker, frame = chosen
+        late = now - worker.next_due
+        if late > worker.interval:
+            missed = int(late // worker.interval)
+            worker.dropped += missed
+            worker.next_due += missed * worker.interval
+        worker.next_due += worker.interval
+        worker.busy = True
+        worker.last_seq = frame.seq
+        return chosen
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                picked = self._next_due()
+                if isinstance(picked, float):
+                    self._lock.wait(max(0.002, picked))
+                    continue
+            worker, frame = picked
+            events: list[MatchEvent] = []
+            try:
+                events = worker.process(frame, self.analyzer, self._gallery)
+                if worker._failing:
+                    _LOGGER.info("Camera %s is analysed again", worker.camera)
+                    worker._failing = False
+            except Exception:
+                if not worker._failing:
+                    _LOGGER.exception("Analysing a frame of camera %s failed", worker.camera)
+                    worker._failing = True
+            finally:
+                with self._lock:
+                    worker.busy = False
+                    self._lock.notify_all()
+            for event in events:
+                for listener in list(self._listeners):
+                    try:
+                        listener(event)
+                    except Exception:
+                        _LOGGER.exception("A match listener failed")
+
+    def reject(self, camera: str, track_id: int, person_id: str) -> bool:
+        """Never alert ``person_id`` again for this track of this camera."""
+        worker = self._cameras.get(camera)
+        return worker.reject(track_id, person_id) if worker else False
+
+
+def with_thresholds(config: PipelineConfig, match: float, probable: float) -> PipelineConfig:
+    """A copy of the config with other tiers."""
+    return replace(config, thresholds=Thresholds(match=match, probable=probable))
