@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -153,15 +152,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Analyzer:
     """Detects and embeds faces with one model pack.
 
@@ -189,15 +179,9 @@ class Analyzer:
         )
         self.embedder = Embedder(rec_session)
         self.embedding_size = self.embedder.embedding_size
-        self._model_id: str | None = None
-
-    @property
-    def model_id(self) -> str:
-        """Identity of the recognizer (file name, content hash, size): the cache key part."""
-        if self._model_id is None:
-            digest = file_sha256(self.pack.recognizer)[:16]
-            self._model_id = f"{self.pack.recognizer.stem}:{digest}:{self.embedding_size}"
-        return self._model_id
+        # recognizer file name, content hash and embedding size: part of every cache key
+        # (hashing the file is done here, in the constructor, never on an event loop)
+        self.model_id = pack.identity
 
     def detect(self, image: ImageArray) -> list[Detection]:
         """Faces of a BGR image, without embeddings."""

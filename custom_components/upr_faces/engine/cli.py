@@ -170,6 +170,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    """Download, verify and unpack a model pack."""
+    from .models import fetch_pack
+
+    last = [-1]
+
+    def progress(done: int, total: int | None) -> None:
+        step = done * 20 // total if total else done // (5 << 20)
+        if step != last[0]:
+            last[0] = step
+            size = f"{done / 1e6:.1f} MB" + (f" / {total / 1e6:.1f} MB" if total else "")
+            _progress(f"download: {size}")
+
+    pack = fetch_pack(args.pack, Path(args.dir), url=args.url, progress=progress)
+    _emit({"pack": str(pack.folder), "identity": pack.identity})
+    return EXIT_OK
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    """Check a pack folder and print what it holds."""
+    from .models import verify_pack
+
+    report = verify_pack(Path(args.dir))
+    sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", required=True, help="model pack folder")
     parser.add_argument("--det-size", type=int, default=640, help="detector input (640, 320)")
@@ -203,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--probable", type=float, default=0.45, help="probable threshold")
     match.add_argument("images", nargs="+", metavar="IMAGE")
     match.set_defaults(func=cmd_match)
+
+    models = sub.add_parser("models", help="download or check model packs")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="download an official pack (or a pack URL)")
+    fetch.add_argument("pack", help="buffalo_l, buffalo_m, buffalo_s, buffalo_sc or a .zip URL")
+    fetch.add_argument("--dir", required=True, help="folder that receives <pack>/")
+    fetch.add_argument("--url", default=None, help="download from this address instead")
+    fetch.set_defaults(func=cmd_models_fetch)
+    verify = models_sub.add_parser("verify", help="check a pack folder")
+    verify.add_argument("dir")
+    verify.set_defaults(func=cmd_models_verify)
 
     bench = sub.add_parser("bench", help="time detection, embedding and gallery search")
     bench.add_argument("--models", required=True, help="model pack folder")
