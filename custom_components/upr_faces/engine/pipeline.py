@@ -175,7 +175,7 @@ class CameraWorker:
         self.source = source
         self.config = config
         self.thresholds = thresholds or config.thresholds
-        self.tracker = Tracker(config.tracker)
+        self.tracker = Tracker(_tracker_config(config))
         self.cooldown = CooldownGate(config.cooldown_s)
         self.interval = 1.0 / config.detection_fps
         self.next_due = time.monotonic()
@@ -258,7 +258,7 @@ class CameraWorker:
                 vectors, top_k=self.config.top_k, thresholds=self.thresholds, include_none=True
             )
             for index, ((track, _det), found) in enumerate(zip(to_embed, results, strict=True)):
-                track.embeddings.append(vectors[index])
+                self.tracker.add_embedding(track, vectors[index])
                 for candidate in found:
                     previous = track.similarity.get(candidate.person_id, -1.0)
                     track.similarity[candidate.person_id] = max(previous, candidate.similarity)
@@ -369,6 +369,12 @@ class CameraWorker:
         return data
 
 
+def _tracker_config(config: PipelineConfig) -> TrackerConfig:
+    """Tracks survive at least three missed detections, whatever the detection rate."""
+    max_age = max(config.tracker.max_age_s, 3.0 / config.detection_fps)
+    return replace(config.tracker, max_age_s=max_age)
+
+
 EventListener = Callable[[MatchEvent], None]
 
 
@@ -458,7 +464,7 @@ class Pipeline:
             worker.config = config
             worker.interval = 1.0 / config.detection_fps
             worker.cooldown.cooldown_s = config.cooldown_s
-            worker.tracker.config = config.tracker
+            worker.tracker.config = _tracker_config(config)
             if not per_camera:
                 worker.thresholds = config.thresholds
 

@@ -27,7 +27,11 @@ class TrackerConfig:
     """How faces are followed and when they are embedded."""
 
     iou_threshold: float = 0.3
-    max_age_s: float = 1.5
+    # a track not seen for this long ends (the pipeline raises it to 3 detection intervals)
+    max_age_s: float = 0.6
+    # a new embedding this far from the track's earlier ones means another person took the
+    # place of the first: the track starts its identity afresh
+    same_person_min_cosine: float = 0.25
     min_face_size: int = 40
     max_embeddings: int = 3
     improvement: float = 1.15
@@ -146,6 +150,26 @@ class Tracker:
                 self.tracks[track.track_id] = track
                 assigned[index] = track
         return [track for track in assigned if track is not None]
+
+    def add_embedding(self, track: Track, vector: FloatArray) -> bool:
+        """Keep a new embedding of the track; returns False if it is another person.
+
+        When the face no longer resembles the track's earlier embeddings, what the track
+        knew (similarities, announcements, rejections) is dropped and it starts afresh.
+        """
+        same = True
+        if track.embeddings:
+            mean = np.mean(track.embeddings, axis=0)
+            norm = float(np.linalg.norm(mean)) or 1.0
+            if float(vector @ mean) / norm < self.config.same_person_min_cosine:
+                same = False
+                track.embeddings.clear()
+                track.similarity.clear()
+                track.announced.clear()
+                track.rejected.clear()
+                track.best_quality = 0.0
+        track.embeddings.append(vector)
+        return same
 
     def wants_embedding(self, track: Track, quality: float) -> bool:
         """Whether this frame of the track is worth embedding (and remember its quality)."""

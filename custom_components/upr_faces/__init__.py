@@ -1,0 +1,109 @@
+"""UPR Faces: real-time face recognition on many cameras against the UPR registry."""
+
+from __future__ import annotations
+
+import shutil
+
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.typing import ConfigType
+
+from .const import DOMAIN
+from .coordinator import (
+    UprFacesConfigEntry,
+    UprFacesCoordinator,
+    camera_subentries,
+    storage_folder,
+)
+from .services import async_setup_services
+from .views import RegistryPhotoView, SnapshotView
+
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.CAMERA,
+    Platform.EVENT,
+    Platform.IMAGE,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the services and the image views once."""
+    async_setup_services(hass)
+    hass.http.register_view(SnapshotView())
+    hass.http.register_view(RegistryPhotoView())
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: UprFacesConfigEntry) -> bool:
+    """Load the models and the gallery, start the cameras and the platforms."""
+    coordinator = UprFacesCoordinator(hass, entry)
+    try:
+        await coordinator.async_setup_engine()
+    except Exception:
+        await coordinator.async_stop()
+        raise
+    entry.runtime_data = coordinator
+    _remove_stale_devices(hass, entry)
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    coordinator.async_start()
+
+    async def _stop(_event: Event) -> None:
+        await coordinator.async_stop()
+
+    entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _stop))
+    entry.async_on_unload(entry.add_update_listener(_async_reload))
+    return True
+
+
+async def _async_reload(hass: HomeAssistant, entry: UprFacesConfigEntry) -> None:
+    """Options or cameras changed: audit it and start again with the new settings."""
+    coordinator = entry.runtime_data
+    changed = {
+        key: value for key, value in entry.options.items() if coordinator.options.get(key) != value
+    }
+    if changed:
+        await coordinator.async_audit("options_changed", None, **changed)
+    await hass.config_entries.async_reload(entry.entry_id)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: UprFacesConfigEntry) -> bool:
+    """Stop every thread and task of the entry."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        await entry.runtime_data.async_stop()
+    return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: UprFacesConfigEntry) -> None:
+    """Delete what the entry kept on disk (gallery cache, outbox, snapshots, alert log)."""
+    folder = storage_folder(hass, entry.entry_id)
+    await hass.async_add_executor_job(lambda: shutil.rmtree(folder, ignore_errors=True))
+    from homeassistant.helpers.storage import Store
+
+    await Store[dict[str, object]](hass, 1, f"{DOMAIN}.{entry.entry_id}").async_remove()
+
+
+def _remove_stale_devices(hass: HomeAssistant, entry: UprFacesConfigEntry) -> None:
+    """Remove the devices of cameras that are no longer configured."""
+    registry = dr.async_get(hass)
+    wanted = {(DOMAIN, entry.entry_id)} | {
+        (DOMAIN, f"{entry.entry_id}_{camera_id}") for camera_id in camera_subentries(entry)
+    }
+    for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
+        if not device.identifiers & wanted:
+            registry.async_update_device(device.id, remove_config_entry_id=entry.entry_id)
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: UprFacesConfigEntry, device: dr.DeviceEntry
+) -> bool:
+    """Let the admin delete a camera device whose camera is gone."""
+    cameras = {(DOMAIN, f"{entry.entry_id}_{cid}") for cid in camera_subentries(entry)}
+    return not device.identifiers & (cameras | {(DOMAIN, entry.entry_id)})

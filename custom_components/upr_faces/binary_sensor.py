@@ -1,0 +1,81 @@
+"""Binary sensors: a fresh match or probable match, and the stream's connectivity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from homeassistant.components.binary_sensor import (
+    BinarySensorDeviceClass,
+    BinarySensorEntity,
+    BinarySensorEntityDescription,
+)
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
+from .entity import UprFacesCameraEntity
+
+PARALLEL_UPDATES = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class UprBinarySensorDescription(BinarySensorEntityDescription):
+    """How a camera binary sensor reads its value."""
+
+    value_fn: Callable[[CameraData], bool]
+
+
+DESCRIPTIONS: tuple[UprBinarySensorDescription, ...] = (
+    UprBinarySensorDescription(
+        key="match", translation_key="match", value_fn=lambda cam: cam.match_fresh
+    ),
+    UprBinarySensorDescription(
+        key="probable_match",
+        translation_key="probable_match",
+        value_fn=lambda cam: cam.probable_fresh,
+    ),
+    UprBinarySensorDescription(
+        key="stream",
+        translation_key="stream",
+        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda cam: cam.state == "streaming",
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: UprFacesConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """One set per camera."""
+    coordinator = entry.runtime_data
+    for camera_id in camera_subentries(entry):
+        async_add_entities(
+            [UprBinarySensor(coordinator, camera_id, desc) for desc in DESCRIPTIONS],
+            config_subentry_id=camera_id,
+        )
+
+
+class UprBinarySensor(UprFacesCameraEntity, BinarySensorEntity):
+    """A camera binary sensor."""
+
+    entity_description: UprBinarySensorDescription
+
+    def __init__(
+        self,
+        coordinator: UprFacesCoordinator,
+        camera_id: str,
+        description: UprBinarySensorDescription,
+    ) -> None:
+        super().__init__(coordinator, camera_id, description.key)
+        self.entity_description = description
+
+    @property
+    def is_on(self) -> bool | None:
+        """The value, from the coordinator's data."""
+        camera = self.camera
+        return self.entity_description.value_fn(camera) if camera else None

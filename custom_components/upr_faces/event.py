@@ -1,0 +1,61 @@
+"""Event entities: one per camera, firing `match` or `probable` for each alert."""
+
+from __future__ import annotations
+
+from homeassistant.components.event import EventEntity
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .alert_log import AlertRecord
+from .coordinator import SIGNAL_ALERT, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
+from .entity import UprFacesCameraEntity
+
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: UprFacesConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """One event entity per camera."""
+    coordinator = entry.runtime_data
+    for camera_id in camera_subentries(entry):
+        async_add_entities([UprAlertEvent(coordinator, camera_id)], config_subentry_id=camera_id)
+
+
+class UprAlertEvent(UprFacesCameraEntity, EventEntity):
+    """Alerts of one camera, for the UI, history and automations."""
+
+    _attr_translation_key = "alert"
+
+    def __init__(self, coordinator: UprFacesCoordinator, camera_id: str) -> None:
+        super().__init__(coordinator, camera_id, "alert")
+        self._attr_event_types = ["match", "probable"]
+
+    async def async_added_to_hass(self) -> None:
+        """Listen to this entry's alerts."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass,
+                SIGNAL_ALERT.format(self.coordinator.config_entry.entry_id),
+                self._handle_alert,
+            )
+        )
+
+    @callback
+    def _handle_alert(self, record: AlertRecord) -> None:
+        if record.camera_id != self.camera_id or record.state != "pending":
+            return
+        self._trigger_event(
+            record.tier,
+            {
+                "match_id": record.match_id,
+                "person_id": record.person_id,
+                "reference": record.reference,
+                "similarity": record.similarity,
+            },
+        )
+        self.async_write_ha_state()

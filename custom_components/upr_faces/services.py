@@ -1,0 +1,117 @@
+"""Services: confirm or reject an alert, scan USB cameras, export the audit, refresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+
+from .const import DOMAIN
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+
+ATTR_MATCH_ID = "match_id"
+ATTR_COMMENT = "comment"
+ATTR_CONFIG_ENTRY_ID = "config_entry_id"
+ATTR_SINCE = "since"
+
+VERDICT_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_MATCH_ID): cv.string,
+        vol.Optional(ATTR_COMMENT): vol.All(cv.string, vol.Length(max=2000)),
+    }
+)
+ENTRY_SCHEMA = vol.Schema({vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string})
+AUDIT_SCHEMA = ENTRY_SCHEMA.extend({vol.Optional(ATTR_SINCE): cv.datetime})
+
+
+def _loaded_entries(hass: HomeAssistant) -> list[UprFacesConfigEntry]:
+    return [
+        entry
+        for entry in hass.config_entries.async_entries(DOMAIN)
+        if entry.state is ConfigEntryState.LOADED
+    ]
+
+
+def _coordinator(hass: HomeAssistant, entry_id: str) -> UprFacesCoordinator:
+    entry = hass.config_entries.async_get_entry(entry_id)
+    if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="entry_not_loaded",
+            translation_placeholders={"entry_id": entry_id},
+        )
+    coordinator: UprFacesCoordinator = entry.runtime_data
+    return coordinator
+
+
+def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
+    for entry in _loaded_entries(hass):
+        if match_id in entry.runtime_data.log.alerts:
+            return entry.runtime_data
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="unknown_match",
+        translation_placeholders={"match_id": match_id},
+    )
+
+
+async def _verdict(call: ServiceCall, verdict: str) -> ServiceResponse:
+    match_id = call.data[ATTR_MATCH_ID]
+    coordinator = _owner(call.hass, match_id)
+    user_id = call.context.user_id
+    user = await call.hass.auth.async_get_user(user_id) if user_id else None
+    record = await coordinator.async_verdict(
+        match_id,
+        verdict,
+        user_id=user_id,
+        user_name=user.name if user else None,
+        comment=call.data.get(ATTR_COMMENT),
+    )
+    return {"match_id": record.match_id, "state": record.state} if call.return_response else None
+
+
+async def _confirm(call: ServiceCall) -> ServiceResponse:
+    return await _verdict(call, "confirmed")
+
+
+async def _reject(call: ServiceCall) -> ServiceResponse:
+    return await _verdict(call, "rejected")
+
+
+async def _scan_usb(call: ServiceCall) -> ServiceResponse:
+    coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
+    found: list[Any] = await coordinator.async_scan_usb(call.context.user_id)
+    return {"cameras": found}
+
+
+async def _export_audit(call: ServiceCall) -> ServiceResponse:
+    coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
+    entries: list[Any] = coordinator.log.export_audit(call.data.get(ATTR_SINCE))
+    alerts: list[Any] = [record.as_dict() for record in coordinator.log.alerts.values()]
+    return {"audit": entries, "alerts": alerts}
+
+
+async def _refresh(call: ServiceCall) -> None:
+    coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
+    await coordinator.async_refresh_gallery()
+
+
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the services once, for every entry."""
+    hass.services.async_register(
+        DOMAIN, "confirm_match", _confirm, VERDICT_SCHEMA, SupportsResponse.OPTIONAL
+    )
+    hass.services.async_register(
+        DOMAIN, "reject_match", _reject, VERDICT_SCHEMA, SupportsResponse.OPTIONAL
+    )
+    hass.services.async_register(
+        DOMAIN, "scan_usb_cameras", _scan_usb, ENTRY_SCHEMA, SupportsResponse.ONLY
+    )
+    hass.services.async_register(
+        DOMAIN, "export_audit", _export_audit, AUDIT_SCHEMA, SupportsResponse.ONLY
+    )
+    hass.services.async_register(DOMAIN, "refresh_gallery", _refresh, ENTRY_SCHEMA)
