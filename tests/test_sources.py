@@ -1,0 +1,622 @@
+"""Camera sources against real streams on 127.0.0.1: a GStreamer RTSP server, an aiohttp
+MJPEG server, recorded clips; plus the failure paths (dead, silent, killed servers)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from custom_components.upr_faces.engine import sources
+from custom_components.upr_faces.engine.clips import Timeline
+from custom_components.upr_faces.engine.errors import ImageError
+from custom_components.upr_faces.engine.sources import (
+    CameraSource,
+    Frame,
+    InvalidSourceError,
+    SourceKind,
+    SourceState,
+    UsbCamera,
+    mask_text,
+    mask_url,
+    parse_source,
+    scan_usb,
+)
+
+from .streams import (
+    ROOT,
+    MjpegServer,
+    closed_port,
+    jpeg_frames_from_photos,
+    make_clip,
+    mjpeg_server,
+    rtsp_server,
+    silent_tcp_server,
+)
+
+pytestmark = pytest.mark.usefixtures("socket_enabled")
+
+FAST: dict[str, Any] = {"read_timeout": 1.5, "retry_backoff": 0.2, "max_backoff": 1.0}
+
+type Cameras = Callable[..., CameraSource]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _pattern(path: Path, colour: tuple[int, int, int], label: str) -> Path:
+    image = np.full((480, 640, 3), colour, dtype=np.uint8)
+    cv2.putText(image, label, (60, 260), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture(scope="session")
+def patterns(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two synthetic 'photos' (the transport tests need pixels, not faces)."""
+    folder = tmp_path_factory.mktemp("patterns")
+    return [
+        _pattern(folder / "red.png", (0, 0, 200), "A"),
+        _pattern(folder / "green.png", (0, 160, 0), "B"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory, patterns: list[Path]) -> Timeline:
+    """A 4 s 720p clip: two patterns of 1.5 s, each followed by 0.5 s of background."""
+    return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", patterns, seconds=1.5, gap=0.5)
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory: pytest.TempPathFactory, patterns: list[Path]) -> Timeline:
+    """A 1 s clip (15 frames) to watch a file source loop."""
+    return make_clip(
+        tmp_path_factory.mktemp("clips") / "short.mp4", patterns[:1], seconds=0.6, gap=0.4
+    )
+
+
+@pytest.fixture
+def cameras() -> Iterator[Cameras]:
+    """Make started CameraSources; all stopped (and checked stopped) afterwards."""
+    made: list[CameraSource] = []
+
+    def make(source: str, **options: float) -> CameraSource:
+        camera = CameraSource(source, **{**FAST, **options})
+        made.append(camera)
+        camera.start()
+        return camera
+
+    yield make
+    for camera in made:
+        camera.stop(timeout=3.0)
+        assert not camera.running, f"{camera} did not stop"
+
+
+def wait_state(camera: CameraSource, state: SourceState, timeout: float) -> float:
+    """Seconds until ``camera`` reaches ``state``; fails after ``timeout``."""
+    start = time.monotonic()
+    while camera.state is not state:
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"{camera} not {state} after {timeout} s (reason: {camera.reason})")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def collect_states(camera: CameraSource) -> list[SourceState]:
+    seen: list[SourceState] = []
+    camera.on_state(lambda state, _reason: seen.append(state))
+    return seen
+
+
+# --------------------------------------------------------------------------- parsing & masking
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "device"),
+    [
+        ("usb:0", SourceKind.USB, 0),
+        ("USB:12", SourceKind.USB, 12),
+        ("/dev/video3", SourceKind.USB, 3),
+        (
+            "/dev/v4l/by-id/usb-cam-video-index0",
+            SourceKind.USB,
+            "/dev/v4l/by-id/usb-cam-video-index0",
+        ),
+        ("rtsp://cam.local:554/Streaming/101", SourceKind.RTSP, None),
+        ("rtsps://u:p@cam/s", SourceKind.RTSP, None),
+        ("http://10.0.0.2/video.mjpg", SourceKind.HTTP, None),
+        ("https://cam/mjpeg", SourceKind.HTTP, None),
+        (" file:///clips/door.mp4 ", SourceKind.FILE, None),
+    ],
+)
+def test_parse_source_accepts(text: str, kind: SourceKind, device: int | str | None) -> None:
+    spec = parse_source(text)
+    assert spec.kind is kind
+    assert spec.device == device
+    if kind is SourceKind.FILE:
+        assert spec.path == Path("/clips/door.mp4")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("usb:x", "bad USB camera index"),
+        ("usb:-1", "bad USB camera index"),
+        ("usb:99", "bad USB camera index"),
+        ("/dev/videoX", "bad video device"),
+        ("ftp://cam/x", "unknown camera source 'ftp://'"),
+        ("cam.local", "unknown camera source"),
+        ("rtsp:///nohost", "no host"),
+        ("http://u:secret@cam:99999/x", "bad camera address"),
+        ("file://", "needs a path"),
+    ],
+)
+def test_parse_source_rejects(text: str, message: str) -> None:
+    with pytest.raises(InvalidSourceError, match=message) as caught:
+        parse_source(text)
+    assert isinstance(caught.value, ValueError)
+    assert "secret" not in str(caught.value)
+
+
+def test_mask_url() -> None:
+    assert mask_url("rtsp://admin:s3cr%40t@cam:554/s?x=1") == "rtsp://admin:***@cam:554/s?x=1"
+    assert (
+        mask_url("http://cam/video?user=a&password=p%20w") == "http://cam/video?user=a&password=***"
+    )
+    assert mask_url("rtsp://onlyuser@cam/s") == "rtsp://onlyuser@cam/s"
+    assert mask_url("usb:0") == "usb:0"
+    text = "error opening rtsp://admin:s3cr%40t@cam/s: s3cr@t rejected"
+    masked = mask_text(text, "rtsp://admin:s3cr%40t@cam/s")
+    assert "s3cr" not in masked
+    spec = parse_source("rtsp://admin:hunter2@cam/s")
+    assert "hunter2" not in repr(spec) + str(spec)
+    camera = CameraSource(spec)
+    assert "hunter2" not in repr(camera) + str(camera) + camera.name
+    assert camera.state is SourceState.STOPPED
+
+
+def test_options_validated() -> None:
+    with pytest.raises(ValueError, match="timeouts"):
+        CameraSource("usb:0", read_timeout=0)
+    with pytest.raises(ValueError, match="max_backoff"):
+        CameraSource("usb:0", retry_backoff=5, max_backoff=1)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def test_frame_is_lazy_immutable_and_converted_once() -> None:
+    calls: list[int] = []
+    image = np.zeros((4, 6, 3), dtype=np.uint8)
+
+    def convert() -> NDArray[np.uint8]:
+        calls.append(1)
+        time.sleep(0.05)
+        return image
+
+    frame = Frame(convert, captured_at=1.0, seq=7)
+    assert "lazy" in repr(frame)
+    results: list[NDArray[np.uint8]] = []
+    threads = [threading.Thread(target=lambda: results.append(frame.image)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [1]
+    assert all(result is image for result in results)
+    assert "6x4" in repr(frame)
+    with pytest.raises(AttributeError):
+        frame.seq = 8
+    with pytest.raises(AttributeError):
+        del frame.seq
+    assert Frame(image, 2.0, 1).image is image
+
+
+def test_corrupt_jpeg_raises_image_error() -> None:
+    frame = Frame(sources._decode_jpeg(b"\xff\xd8 not a jpeg"), 0.0, 1)
+    with pytest.raises(ImageError):
+        _ = frame.image
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_file_source_plays_at_clip_rate_and_loops(short_clip: Timeline, cameras: Cameras) -> None:
+    camera = cameras(f"file://{short_clip.path}")
+    first = camera.wait_newer(0, timeout=3)
+    assert first is not None
+    time.sleep(1.6)
+    stats = camera.stats
+    assert stats.frames_read > short_clip.frames  # looped: more frames than the clip holds
+    assert 18 <= stats.frames_read <= 32  # about 15 fps for ~1.6 s
+    assert 12 <= stats.fps <= 18
+    assert camera.state is SourceState.STREAMING
+    frame = camera.latest()
+    assert frame is not None
+    assert frame.image.shape == (720, 1280, 3)
+    assert frame.image.dtype == np.uint8
+
+
+def test_missing_file_is_offline(tmp_path: Path, cameras: Cameras) -> None:
+    camera = cameras(f"file://{tmp_path}/nope.mp4")
+    wait_state(camera, SourceState.OFFLINE, 2)
+    assert camera.reason is not None
+    assert "no such file" in camera.reason
+
+
+# --------------------------------------------------------------------------- RTSP
+
+
+def test_rtsp_source_streams_newest_frame(clip: Timeline, cameras: Cameras) -> None:
+    with rtsp_server(clip.path) as server:
+        camera = cameras(server.url)
+        states = collect_states(camera)
+        frame = camera.wait_newer(0, timeout=5)
+        assert frame is not None
+        assert camera.state is SourceState.STREAMING
+        assert frame.image.shape == (720, 1280, 3)
+        assert not frame.image.flags.writeable  # shared by every consumer
+        # Latest frame only: a slow consumer sees seq jump, never a backlog.
+        seqs = [frame.seq]
+        for _ in range(3):
+            time.sleep(0.35)
+            newer = camera.wait_newer(seqs[-1], timeout=2)
+            assert newer is not None
+            seqs.append(newer.seq)
+            assert not newer.converted  # nobody looked: never converted
+        assert all(b - a >= 3 for a, b in itertools.pairwise(seqs))
+        latest = camera.latest()
+        assert latest is not None
+        assert latest.seq == camera.stats.frames_read
+        assert camera.stats.fps > 10
+        assert camera.wait_newer(latest.seq + 10_000, timeout=0.1) is None
+    assert states == [SourceState.STREAMING] or states[0] is SourceState.STREAMING
+
+
+def test_rtsp_server_loops_the_clip(short_clip: Timeline, cameras: Cameras) -> None:
+    with rtsp_server(short_clip.path) as server:
+        camera = cameras(server.url)
+        first = camera.wait_newer(0, timeout=5)
+        assert first is not None
+        time.sleep(2.6)  # the clip holds 1 s: this crosses the loop point twice or more
+        frames = camera.stats.frames_read - first.seq
+        assert frames > 2 * short_clip.frames
+        assert 35 <= frames <= 43  # steady 15 fps across the loops: no burst, no gap
+        assert camera.state is SourceState.STREAMING
+
+
+def test_rtsp_credentials_are_used_and_never_shown(
+    clip: Timeline, cameras: Cameras, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="custom_components.upr_faces.engine.sources")
+    with rtsp_server(clip.path, user="admin", password="Sup3rSecret") as server:
+        good = cameras(server.url)
+        bad = cameras(server.url_with("admin", "WrongPa55"))
+        assert good.wait_newer(0, timeout=5) is not None
+        wait_state(bad, SourceState.OFFLINE, 5)
+        assert bad.reason is not None
+        assert "unauthorized" in bad.reason.lower() or "401" in bad.reason
+        shown = repr(good) + repr(bad) + str(bad.reason) + caplog.text
+        for thread in threading.enumerate():
+            shown += thread.name
+        assert "Sup3rSecret" not in shown
+        assert "WrongPa55" not in shown
+        assert "admin:***@" in caplog.text
+
+
+def test_rtsp_server_killed_then_back(
+    clip: Timeline, cameras: Cameras, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="custom_components.upr_faces.engine.sources")
+    with rtsp_server(clip.path) as server:
+        camera = cameras(server.url)
+        assert camera.wait_newer(0, timeout=5) is not None
+        states = collect_states(camera)
+        server.kill()
+        took = wait_state(camera, SourceState.OFFLINE, 4)
+        assert took < 3
+        time.sleep(0.8)  # several failed retries: logged once
+        server.start()  # same port
+        wait_state(camera, SourceState.STREAMING, 6)
+        seq = camera.stats.frames_read
+        assert camera.wait_newer(seq, timeout=2) is not None
+        assert states == [SourceState.OFFLINE, SourceState.STREAMING]
+        assert camera.stats.reconnects >= 2
+        messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if "is offline" in m]) == 1
+    assert len([m for m in messages if "back online" in m]) == 1
+
+
+def test_rtsp_stall_goes_offline_and_stop_is_prompt(clip: Timeline, cameras: Cameras) -> None:
+    with rtsp_server(clip.path) as server:
+        camera = cameras(server.url, read_timeout=1.0)
+        assert camera.wait_newer(0, timeout=5) is not None
+        server.pause()
+        try:
+            took = wait_state(camera, SourceState.OFFLINE, 4)
+            assert took < 2.5
+            assert camera.reason is not None
+            start = time.monotonic()
+            camera.stop(timeout=3)
+            assert not camera.running
+            assert time.monotonic() - start < 1.5
+            assert camera.state is SourceState.STOPPED
+        finally:
+            server.resume()
+
+
+# --------------------------------------------------------------------------- MJPEG
+
+
+@pytest.fixture(scope="module")
+def jpegs(patterns: list[Path]) -> list[bytes]:
+    return jpeg_frames_from_photos(patterns)
+
+
+def test_mjpeg_source_streams(jpegs: list[bytes], cameras: Cameras) -> None:
+    with mjpeg_server(jpegs, user="cam", password="pw!d") as server:
+        camera = cameras(server.url)
+        frame = camera.wait_newer(0, timeout=3)
+        assert frame is not None
+        assert not frame.converted
+        assert frame.image.shape == (720, 1280, 3)
+        time.sleep(0.5)
+        assert camera.stats.frames_read >= 5
+        assert camera.stats.decode_errors == 0
+
+
+def test_mjpeg_digest_authentication(jpegs: list[bytes], cameras: Cameras) -> None:
+    with mjpeg_server(jpegs, user="cam", password="p@ss word", digest=True) as server:
+        url = server.url.replace("p@ss word", "p%40ss%20word")  # URL-encoded secret
+        camera = cameras(url)
+        assert camera.wait_newer(0, timeout=3) is not None
+        wrong = cameras(url.replace("p%40ss", "nope"))
+        wait_state(wrong, SourceState.OFFLINE, 3)
+        assert wrong.reason is not None
+        assert "unauthorized" in wrong.reason
+
+
+def test_mjpeg_without_lengths_and_wrong_boundary(jpegs: list[bytes], cameras: Cameras) -> None:
+    server = MjpegServer(jpegs, content_length=False)
+    server.boundary = "declared"
+    with server:
+        server.boundary = "actual"  # header says one thing, parts another: cameras do this
+        camera = cameras(server.url)
+        frame = camera.wait_newer(0, timeout=3)
+        assert frame is not None
+        assert frame.image.shape == (720, 1280, 3)
+        assert camera.wait_newer(frame.seq, timeout=2) is not None
+
+
+def test_http_snapshot_url_is_polled(jpegs: list[bytes], cameras: Cameras) -> None:
+    with mjpeg_server(jpegs) as server:
+        camera = cameras(server.snapshot_url)
+        frame = camera.wait_newer(0, timeout=3)
+        assert frame is not None
+        assert camera.wait_newer(frame.seq, timeout=2) is not None
+        assert frame.image.shape == (720, 1280, 3)
+
+
+def test_mjpeg_wrong_password_offline(jpegs: list[bytes], cameras: Cameras) -> None:
+    with mjpeg_server(jpegs, user="cam", password="right") as server:
+        camera = cameras(server.url.replace("right", "Wr0ngPass"))
+        wait_state(camera, SourceState.OFFLINE, 3)
+        assert camera.reason is not None
+        assert "unauthorized" in camera.reason
+        assert "Wr0ngPass" not in camera.reason + repr(camera)
+
+
+def test_mjpeg_restart_and_stall(jpegs: list[bytes], cameras: Cameras) -> None:
+    with mjpeg_server(jpegs) as server:
+        camera = cameras(server.url, read_timeout=1.0)
+        assert camera.wait_newer(0, timeout=3) is not None
+        server.stop()
+        wait_state(camera, SourceState.OFFLINE, 3)
+        server.start()  # same port
+        wait_state(camera, SourceState.STREAMING, 4)
+        server.pause()
+        took = wait_state(camera, SourceState.OFFLINE, 3)
+        assert took < 2
+        server.resume()
+        wait_state(camera, SourceState.STREAMING, 3)
+        server.pause()  # stop while blocked reading a silent socket
+        time.sleep(0.3)
+        start = time.monotonic()
+        camera.stop(timeout=3)
+        assert not camera.running
+        assert time.monotonic() - start < 1.0
+
+
+# --------------------------------------------------------------------------- dead ends
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_silent_and_closed_ports_go_offline(scheme: str, cameras: Cameras) -> None:
+    with silent_tcp_server() as port:
+        silent = cameras(f"{scheme}://user:pw@127.0.0.1:{port}/cam", read_timeout=1.0)
+        closed = cameras(f"{scheme}://127.0.0.1:{closed_port()}/cam", read_timeout=1.0)
+        assert wait_state(closed, SourceState.OFFLINE, 1.0) < 0.5
+        assert closed.reason is not None
+        assert "refused" in closed.reason.lower()
+        assert wait_state(silent, SourceState.OFFLINE, 2.5) >= 0.9
+        assert silent.reason is not None
+        assert "pw" not in silent.reason
+        assert silent.latest() is None
+        assert silent.wait_newer(0, timeout=0.05) is None
+
+
+# --------------------------------------------------------------------------- many at once
+
+
+def test_four_cameras_at_once(clip: Timeline, jpegs: list[bytes], cameras: Cameras) -> None:
+    with rtsp_server(clip.path) as rtsp, mjpeg_server(jpegs) as mjpeg:
+        group = [
+            cameras(rtsp.url),
+            cameras(rtsp.url),
+            cameras(mjpeg.url),
+            cameras(f"file://{clip.path}"),
+        ]
+        for camera in group:
+            assert camera.wait_newer(0, timeout=6) is not None, camera
+        counts = [camera.stats.frames_read for camera in group]
+        time.sleep(1.0)
+        for camera, before in zip(group, counts, strict=True):
+            assert camera.state is SourceState.STREAMING
+            assert camera.stats.frames_read - before >= 10, camera
+        assert len({id(camera._thread) for camera in group}) == 4
+    # (the fixture checks every one stops)
+
+
+def test_stop_start_again_and_no_thread_left(clip: Timeline) -> None:
+    before = set(threading.enumerate())
+    camera = CameraSource(f"file://{clip.path}", **FAST)
+    with camera:
+        assert camera.wait_newer(0, timeout=3) is not None
+        with pytest.raises(RuntimeError, match="already running"):
+            camera.start()
+    assert camera.state is SourceState.STOPPED
+    seq = camera.stats.frames_read
+    camera.start()
+    try:
+        frame = camera.wait_newer(seq, timeout=3)
+        assert frame is not None
+        assert frame.seq > seq  # seq never goes back
+    finally:
+        camera.stop()
+    assert set(threading.enumerate()) <= before
+    # a waiter is released by stop()
+    assert camera.wait_newer(10**9, timeout=0.1) is None
+
+
+def test_stop_wakes_waiters(short_clip: Timeline) -> None:
+    camera = CameraSource(f"file://{short_clip.path}", **FAST)
+    camera.start()
+    results: list[Frame | None] = []
+    waiter = threading.Thread(target=lambda: results.append(camera.wait_newer(10**9, 10)))
+    waiter.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    camera.stop()
+    waiter.join(2)
+    assert not waiter.is_alive()
+    assert results == [None]
+    assert time.monotonic() - start < 1
+
+
+def test_state_listener_errors_are_contained(
+    short_clip: Timeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    camera = CameraSource(f"file://{short_clip.path}", **FAST)
+    seen: list[str] = []
+
+    def broken(state: SourceState, _reason: str | None) -> None:
+        seen.append(state.value)
+        raise RuntimeError("listener bug")
+
+    remove = camera.on_state(broken)
+    with camera:
+        assert camera.wait_newer(0, timeout=3) is not None
+    remove()
+    camera.start()
+    camera.stop()
+    assert seen == ["connecting", "streaming", "stopped"]
+    assert "state listener failed" in caplog.text
+
+
+# --------------------------------------------------------------------------- USB
+
+
+def test_scan_usb_finds_nothing_here() -> None:
+    if any(Path(f"/dev/video{i}").exists() for i in range(6)):
+        pytest.skip("this machine has a video device")
+    start = time.monotonic()
+    assert scan_usb() == []
+    assert time.monotonic() - start < 1
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture: the only USB fake, as there is no camera here."""
+
+    opened: list[FakeCapture] = []  # noqa: RUF012
+
+    def __init__(self, device: int | str, api: int) -> None:
+        self.device = device
+        self.released = False
+        self.reads = 0
+        FakeCapture.opened.append(self)
+
+    def isOpened(self) -> bool:
+        return self.device in {0, 2}
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, NDArray[np.uint8] | None]:
+        self.reads += 1
+        time.sleep(0.02)
+        if self.device == 2:
+            return False, None  # a metadata node: opens, no picture
+        return True, np.zeros((480, 640, 3), dtype=np.uint8)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_usb_with_fake_capture(monkeypatch: pytest.MonkeyPatch, cameras: Cameras) -> None:
+    FakeCapture.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    monkeypatch.setattr(sources, "_device_exists", lambda index: True)
+    found = scan_usb(4)
+    assert found == [UsbCamera(0, 640, 480, sources._sys_name(0) or "video0")]
+    assert found[0].source == "usb:0"
+    assert all(capture.released for capture in FakeCapture.opened)
+    camera = cameras("usb:0")
+    frame = camera.wait_newer(0, timeout=2)
+    assert frame is not None
+    assert frame.image.shape == (480, 640, 3)
+    dead = cameras("/dev/video1")
+    wait_state(dead, SourceState.OFFLINE, 2)
+    assert dead.reason == "cannot open /dev/video1"
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def test_make_clip_script(faces_dir: Path, tmp_path: Path) -> None:
+    photos = [faces_dir / "deepface_A_img10.jpg", faces_dir / "noface_darknet_dog.jpg"]
+    out = tmp_path / "faces.mp4"
+    result = subprocess.run(
+        [
+            str(ROOT / "scripts" / "make_clip"),
+            str(out),
+            *map(str, photos),
+            *("--seconds-per-photo", "1", "--gap", "0.5", "--fps", "10"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    timeline = json.loads(result.stdout)
+    assert [s["kind"] for s in timeline["segments"]] == ["photo", "gap", "photo", "gap"]
+    assert timeline["segments"][0]["photo"] == str(photos[0])
+    assert timeline["segments"][1]["start"] == 1.0
+    assert timeline["frames"] == 30
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 1280, 720)
+        keyframes = [p.pts for p in container.demux(stream) if p.is_keyframe]
+    assert len(keyframes) >= 3  # a keyframe every second
