@@ -1,0 +1,101 @@
+"""Fixtures for the Home Assistant tests: the real core, a real registry, the real models.
+
+Every test here runs against Home Assistant's real core (``hass`` from
+pytest-homeassistant-custom-component) with:
+
+* ``auto_enable_custom_integrations`` (autouse): Home Assistant may load
+  ``custom_components/upr_faces``;
+* ``ha_config_dir`` (autouse): the configuration folder is a fresh temporary folder, so
+  what the integration writes under ``hass.config.path(...)`` (gallery, models, outbox,
+  snapshots) never lands in the plugin's shared ``testing_config``;
+* ``upr_server``: a real UPR registry (``tests/upr_server.py``) on 127.0.0.1, key
+  ``upr_server.key``, base URL ``upr_server.url``;
+* ``models_dir`` / ``installed_pack``: where official model packs live, and the shared
+  test pack installed there as :data:`INSTALLED_PACK` (a symbolic link), so an entry
+  with ``model_pack: INSTALLED_PACK`` finds its models without a download;
+* ``mock_setup_entry``: the integration's ``async_setup_entry`` and
+  ``async_unload_entry`` replaced, for tests of flows that create or reload an entry
+  and check the flow, not the set-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+from unittest.mock import AsyncMock, patch
+
+import pytest
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+
+from custom_components.upr_faces.const import DOMAIN
+
+from ..upr_server import UprServer
+
+INSTALLED_PACK: Final = "buffalo_sc"
+"""The official pack name under which ``installed_pack`` installs the shared test pack.
+
+Packs are recognised by their graphs, so the test pack's SCRFD-500M detector and 128-d
+recognizer serve under that name (the real buffalo_sc has a 512-d recognizer)."""
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Let Home Assistant load custom_components/upr_faces."""
+
+
+@pytest.fixture(autouse=True)
+def ha_config_dir(hass: HomeAssistant, tmp_path: Path) -> Path:
+    """A fresh, empty configuration folder for each test (``hass.config.config_dir``)."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    hass.config.config_dir = str(folder)
+    return folder
+
+
+@pytest.fixture
+async def upr_server(socket_enabled: None) -> AsyncIterator[UprServer]:
+    """A real UPR registry on an ephemeral port of 127.0.0.1, stopped after the test.
+
+    Fill it with ``upr_server.registry.put_person(...)``; inject faults with
+    ``upr_server.fail(...)``, ``.delay(...)`` and ``.serve(...)``; ``await
+    upr_server.stop()`` makes the port refuse connections.
+    """
+    async with UprServer() as server:
+        yield server
+
+
+@pytest.fixture
+def models_dir(hass: HomeAssistant, ha_config_dir: Path) -> Path:
+    """``<config>/upr_faces/models``: where official packs are looked for (may not exist)."""
+    return Path(hass.config.path(DOMAIN, "models"))
+
+
+@pytest.fixture
+def installed_pack(models_dir: Path, test_pack: Path) -> Path:
+    """The shared test pack installed as ``<models_dir>/INSTALLED_PACK``; its folder.
+
+    Skips (through ``test_pack``) when ../shared/models/test_pack is absent.
+    """
+    models_dir.mkdir(parents=True, exist_ok=True)
+    folder = models_dir / INSTALLED_PACK
+    folder.symlink_to(test_pack, target_is_directory=True)
+    return folder
+
+
+@pytest.fixture
+async def mock_setup_entry(hass: HomeAssistant) -> AsyncIterator[AsyncMock]:
+    """Replace the entry set-up and unload: flow tests check the flow, not the engine.
+
+    Entries loaded with the replacement are unloaded with it before it goes away.
+    """
+    with (
+        patch("custom_components.upr_faces.async_setup_entry", return_value=True) as setup,
+        patch("custom_components.upr_faces.async_unload_entry", return_value=True),
+    ):
+        yield setup
+        await hass.async_block_till_done()
+        for entry in hass.config_entries.async_entries(DOMAIN):
+            if entry.state is ConfigEntryState.LOADED:
+                await hass.config_entries.async_unload(entry.entry_id)
