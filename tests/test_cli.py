@@ -114,3 +114,67 @@ def test_bench_prints_figures(
     assert figures["embed_ms_per_face"]["single"] > 0
     assert set(figures["search_ms_512d"]) == {"1000", "10000", "100000"}
     assert figures["rss_mib"]["after_loading"] > 0
+
+
+def test_gallery_sync_against_dev_server(
+    socket_enabled: None,
+    test_pack: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`upr-faces gallery sync` against scripts/upr_dev_server, then `match` on the cache."""
+    import socket
+    import time
+
+    gallery = tmp_path / "gallery"
+    probe = None
+    for photo in labelled_photos:
+        if photo.identity.startswith("deepface_"):
+            if probe is None and photo.identity == "deepface_E":
+                probe = photo.path
+                continue
+            (gallery / photo.identity).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo.path, gallery / photo.identity)
+    assert probe is not None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [str(ROOT / "scripts" / "upr_dev_server"), "--dir", str(gallery), "--port", str(port)],
+        env={**__import__("os").environ, "UPR_API_KEY": "dev-key"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "dev server did not start"
+            time.sleep(0.1)
+        cache = tmp_path / "cache"
+        args = ["gallery", "sync", "--api-url", url, "--models", str(test_pack)]
+        args += ["--cache", str(cache)]
+        monkeypatch.setenv("UPR_API_KEY", "wrong")
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "401" in err
+        assert "Traceback" not in err
+        assert "wrong" not in err
+        monkeypatch.setenv("UPR_API_KEY", "dev-key")
+        assert main(args) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert json.loads(out[-1]) == {"persons": 6, "references": 15, "skipped": {}}
+        match = ["match", "--models", str(test_pack), "--gallery", str(cache), str(probe)]
+        assert main(match) == 0
+        (result,) = _lines(capsys)
+        assert result["faces"][0]["candidates"][0]["person_id"] == "deepface_E"
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert main(args) == 1  # the server is gone: one line, non-zero
+    assert "Traceback" not in capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 
 from custom_components.upr_faces.engine.alerts import CooldownGate, MatchEvent
 from custom_components.upr_faces.engine.analyzer import Analyzer, read_image
-from custom_components.upr_faces.engine.gallery import Gallery, Person, Thresholds, load_folder
+from custom_components.upr_faces.engine.gallery import Gallery, Thresholds, load_folder
 from custom_components.upr_faces.engine.models import find_pack
 from custom_components.upr_faces.engine.pipeline import CameraWorker, Pipeline, PipelineConfig
 
@@ -110,9 +110,11 @@ def test_one_alert_per_person_within_cooldown(
     assert event.camera == "cam1"
     assert event.similarity >= 0.55
     assert 0 <= event.latency_s < 5
-    assert event.snapshot_jpeg is not None and event.snapshot_jpeg[:2] == b"\xff\xd8"
+    assert event.snapshot_jpeg is not None
+    assert event.snapshot_jpeg[:2] == b"\xff\xd8"
     face = cv2.imdecode(np.frombuffer(event.face_jpeg or b"", np.uint8), cv2.IMREAD_COLOR)
-    assert face is not None and face.shape[0] < 720
+    assert face is not None
+    assert face.shape[0] < 720
     # at most 3 embeddings per track
     (track,) = worker.tracker.tracks.values()
     assert 1 <= len(track.embeddings) <= 3
@@ -212,7 +214,8 @@ def test_annotated_view_draws_boxes(analyzer: Analyzer, gallery: Gallery, faces_
     _process(worker, source, analyzer, gallery, 2)
     (face,) = worker.faces
     assert face.tier == "match"
-    assert face.label is not None and "deepface_A" in face.label
+    assert face.label is not None
+    assert "deepface_A" in face.label
     data = worker.annotated_jpeg()
     assert data is not None
     view = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -221,7 +224,8 @@ def test_annotated_view_draws_boxes(analyzer: Analyzer, gallery: Gallery, faces_
     x2 = int(face.box[2])
     # the box's top edge is drawn in the match colour (red in BGR)
     edge = view[y1 + 1, (x1 + x2) // 2].astype(int)
-    assert edge[2] > 150 and edge[0] < 120
+    assert edge[2] > 150
+    assert edge[0] < 120
     smaller = worker.annotated_jpeg(max_width=640)
     assert smaller is not None
     assert cv2.imdecode(np.frombuffer(smaller, np.uint8), cv2.IMREAD_COLOR).shape[1] == 640

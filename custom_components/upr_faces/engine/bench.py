@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -128,3 +130,115 @@ def run_engine_bench(
     result["search_ms_512d"] = search
     result["rss_mib"] = {"start": round(rss_start, 1), "after_loading": round(rss_loaded, 1)}
     return result
+
+
+def still_clip(path: Path, seconds: float = 4.0, fps: int = 15) -> Path:
+    """A 720p H.264 clip of one unchanging picture: a camera watching an empty corridor."""
+    import av
+
+    rng = np.random.default_rng(3)
+    picture = np.clip(rng.normal(110, 25, (720, 1280, 3)).astype(np.int16), 0, 255).astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        stream: Any = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.options = {"tune": "zerolatency", "g": str(fps)}
+        frame = av.VideoFrame.from_ndarray(picture, format="bgr24")
+        for index in range(int(seconds * fps)):
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pipeline_bench(
+    models: Path,
+    streams: int,
+    clip: Path,
+    gallery_dir: Path,
+    *,
+    seconds: float = 20.0,
+    warmup: float = 4.0,
+    detection_fps: float = 5.0,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Run ``streams`` file cameras playing ``clip`` in real time through the pipeline.
+
+    Every camera decodes its own copy of the stream (as N RTSP cameras would); one analyzer
+    is shared. Returns CPU per stream, RSS, analysed fps, latency and dropped samples.
+    """
+    from .alerts import MatchEvent
+    from .gallery import EmbeddingCache, load_folder
+    from .pipeline import Pipeline, PipelineConfig
+    from .sources import CameraSource
+
+    analyzer = Analyzer(find_pack(models), threads=1, square=False)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cache = EmbeddingCache(Path(cache_dir) / "cache.sqlite3")
+        gallery, _report = load_folder(gallery_dir, analyzer, cache)
+        cache.close()
+    rss_base = rss_mib()
+    pipeline = Pipeline(
+        analyzer, gallery, PipelineConfig(detection_fps=detection_fps, cooldown_s=0.0)
+    )
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def on_event(event: MatchEvent) -> None:
+        with lock:
+            latencies.append(event.latency_s)
+
+    pipeline.add_listener(on_event)
+    sources = {f"cam{i}": CameraSource(f"file://{clip}", name=f"cam{i}") for i in range(streams)}
+    for name, source in sources.items():
+        pipeline.add_camera(name, source)
+    pipeline.start()
+    progress(f"bench: {streams} stream(s), warming up")
+    time.sleep(warmup)
+    with lock:
+        latencies.clear()
+    start_stats = {w.camera: w.stats() for w in pipeline.cameras}
+    start_read = {name: source.stats.frames_read for name, source in sources.items()}
+    cpu0, wall0 = _cpu_seconds(), time.monotonic()
+    progress(f"bench: measuring for {seconds:.0f} s")
+    time.sleep(seconds)
+    cpu1, wall1 = _cpu_seconds(), time.monotonic()
+    rss_run = rss_mib()
+    end_stats = {w.camera: w.stats() for w in pipeline.cameras}
+    end_read = {name: source.stats.frames_read for name, source in sources.items()}
+    pipeline.stop()
+    wall = wall1 - wall0
+    analysed = [
+        (end_stats[c].frames_analysed - start_stats[c].frames_analysed) / wall for c in end_stats
+    ]
+    gated = [(end_stats[c].gated - start_stats[c].gated) / wall for c in end_stats]
+    dropped = sum(end_stats[c].dropped - start_stats[c].dropped for c in end_stats)
+    read_fps = [(end_read[c] - start_read[c]) / wall for c in end_read]
+    cpu_percent = (cpu1 - cpu0) / wall * 100.0
+    with lock:
+        lat = sorted(latencies)
+    return {
+        "streams": streams,
+        "seconds": round(wall, 1),
+        "cpu_percent_total": round(cpu_percent, 1),
+        "cpu_percent_per_stream": round(cpu_percent / streams, 1),
+        "rss_mib": round(rss_run, 1),
+        "rss_mib_models_and_gallery": round(rss_base, 1),
+        "rss_mib_per_stream": round((rss_run - rss_base) / streams, 1),
+        "read_fps_per_stream": round(float(np.mean(read_fps)), 2),
+        "analysed_fps_per_stream": round(float(np.mean(analysed)), 2),
+        "analysed_fps_min": round(float(np.min(analysed)), 2),
+        "gated_fps_per_stream": round(float(np.mean(gated)), 2),
+        "dropped_samples": dropped,
+        "events": len(lat),
+        "latency_s": {
+            "p50": round(float(np.percentile(lat, 50)), 3) if lat else None,
+            "p95": round(float(np.percentile(lat, 95)), 3) if lat else None,
+        },
+    }

@@ -34,7 +34,7 @@ def _round(values: Any, digits: int = 2) -> list[Any]:
     return [round(float(v), digits) for v in values]
 
 
-def _analyzer(args: argparse.Namespace) -> Any:
+def _analyzer(args: argparse.Namespace, *, square: bool = True) -> Any:
     from .analyzer import Analyzer
     from .models import find_pack
 
@@ -43,6 +43,7 @@ def _analyzer(args: argparse.Namespace) -> Any:
         det_size=args.det_size,
         threads=args.threads,
         providers=tuple(args.providers.split(",")),
+        square=square,
     )
 
 
@@ -162,11 +163,127 @@ def cmd_match(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Print detection, embedding and gallery-search timings as JSON."""
-    from .bench import run_engine_bench
+def cmd_gallery_sync(args: argparse.Namespace) -> int:
+    """Sync a registry's gallery into a cache folder (key from ``UPR_API_KEY``)."""
+    import asyncio
 
-    _emit(run_engine_bench(Path(args.models), args.images, repeat=args.repeat, progress=_progress))
+    from .sync import sync_gallery_cli
+
+    key = os.environ.get("UPR_API_KEY", "")
+    if not key:
+        _progress("upr-faces: set the registry's API key in the UPR_API_KEY variable")
+        return EXIT_USAGE
+    try:
+        report = asyncio.run(
+            sync_gallery_cli(args.api_url, Path(args.models), Path(args.cache), key, _progress)
+        )
+    except ValueError as err:
+        _progress(f"upr-faces: {err}")
+        return EXIT_FAILED
+    _emit(
+        {
+            "persons": report["persons"],
+            "references": report["references"],
+            "skipped": report["skipped"],
+        }
+    )
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Print engine timings, or with ``--streams`` pipeline figures, as JSON."""
+    from . import bench
+
+    if args.streams:
+        if not args.clip or not args.gallery:
+            _progress("upr-faces: bench --streams needs --clip and --gallery")
+            return EXIT_USAGE
+        _emit(
+            bench.run_pipeline_bench(
+                Path(args.models),
+                args.streams,
+                Path(args.clip),
+                Path(args.gallery),
+                seconds=args.seconds,
+                detection_fps=args.fps,
+                progress=_progress,
+            )
+        )
+        return EXIT_OK
+    _emit(
+        bench.run_engine_bench(
+            Path(args.models), args.images, repeat=args.repeat, progress=_progress
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Watch cameras and print match events and periodic stats as JSON lines."""
+    import threading
+    import time
+
+    from .alerts import MatchEvent
+    from .pipeline import Pipeline, PipelineConfig
+    from .sources import CameraSource, mask_url
+
+    analyzer = _analyzer(args, square=False)
+    try:
+        gallery = load_gallery(Path(args.gallery), analyzer, args.cache)
+    except (FileNotFoundError, ValueError) as err:
+        _progress(f"upr-faces: {err}")
+        return EXIT_FAILED
+    config = PipelineConfig(detection_fps=args.fps, cooldown_s=args.cooldown)
+    pipeline = Pipeline(analyzer, gallery, config)
+    lock = threading.Lock()
+
+    def on_event(event: MatchEvent) -> None:
+        with lock:
+            _emit(
+                {
+                    "type": event.tier,
+                    "camera": event.camera,
+                    "person_id": event.person_id,
+                    "similarity": event.similarity,
+                    "track_id": event.track_id,
+                    "latency_s": event.latency_s,
+                }
+            )
+
+    pipeline.add_listener(on_event)
+    sources: dict[str, CameraSource] = {}
+    for text in args.sources:
+        source = CameraSource(text, retry_backoff=args.retry_backoff)
+        sources[mask_url(text)] = source
+        pipeline.add_camera(mask_url(text), source)
+    pipeline.start()
+    started = time.monotonic()
+    try:
+        while args.duration is None or time.monotonic() - started < args.duration:
+            remaining = (
+                args.stats_every
+                if args.duration is None
+                else min(args.stats_every, args.duration - (time.monotonic() - started))
+            )
+            time.sleep(max(0.0, remaining))
+            with lock:
+                for worker in pipeline.cameras:
+                    stats = worker.stats()
+                    _emit(
+                        {
+                            "type": "stats",
+                            "camera": worker.camera,
+                            "state": str(stats.state),
+                            "frames_read": sources[worker.camera].stats.frames_read,
+                            "frames_analysed": stats.frames_analysed,
+                            "gated": stats.gated,
+                            "dropped": stats.dropped,
+                            "detect_ms": stats.detect_ms,
+                            "faces": stats.faces,
+                        }
+                    )
+    finally:
+        pipeline.stop()
     return EXIT_OK
 
 
@@ -242,11 +359,38 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("dir")
     verify.set_defaults(func=cmd_models_verify)
 
+    gallery = sub.add_parser("gallery", help="registry galleries")
+    gallery_sub = gallery.add_subparsers(dest="gallery_command", required=True)
+    sync = gallery_sub.add_parser("sync", help="sync the registry's gallery (key: UPR_API_KEY)")
+    sync.add_argument("--api-url", required=True, help="the UPR API URL, e.g. https://host/api")
+    sync.add_argument("--models", required=True, help="model pack folder")
+    sync.add_argument("--cache", required=True, help="folder that keeps gallery.npz")
+    sync.set_defaults(func=cmd_gallery_sync)
+
     bench = sub.add_parser("bench", help="time detection, embedding and gallery search")
     bench.add_argument("--models", required=True, help="model pack folder")
     bench.add_argument("--repeat", type=int, default=30)
     bench.add_argument("images", nargs="*", metavar="IMAGE", help="photos to time (optional)")
+    bench.add_argument("--streams", type=int, default=0, help="pipeline bench: N file cameras")
+    bench.add_argument("--clip", help="pipeline bench: the clip every camera plays")
+    bench.add_argument("--gallery", help="pipeline bench: the gallery folder")
+    bench.add_argument("--seconds", type=float, default=20.0, help="pipeline bench: duration")
+    bench.add_argument("--fps", type=float, default=5.0, help="pipeline bench: detections/s")
     bench.set_defaults(func=cmd_bench)
+
+    watch = sub.add_parser("watch", help="watch cameras, print matches and stats as JSON")
+    _add_model_args(watch)
+    watch.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="usb:N, rtsp://, http://, file://"
+    )
+    watch.add_argument("--gallery", required=True, help="photo folder or synced cache")
+    watch.add_argument("--cache", type=Path, default=None, help="embedding cache folder")
+    watch.add_argument("--duration", type=float, default=None, help="seconds, then exit 0")
+    watch.add_argument("--fps", type=float, default=5.0, help="detections per second per camera")
+    watch.add_argument("--cooldown", type=float, default=60.0, help="seconds between alerts")
+    watch.add_argument("--stats-every", type=float, default=5.0, help="seconds between stats")
+    watch.add_argument("--retry-backoff", type=float, default=5.0, help="first reconnect wait")
+    watch.set_defaults(func=cmd_watch)
 
     return parser
 
