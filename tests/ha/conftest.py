@@ -31,7 +31,10 @@ from homeassistant.core import HomeAssistant
 
 from custom_components.upr_faces.const import DOMAIN
 
+from ..conftest import LabelledPhoto
+from ..streams import make_clip
 from ..upr_server import UprServer
+from .common import SHOWN, gallery_photos
 
 INSTALLED_PACK: Final = "buffalo_sc"
 """The official pack name under which ``installed_pack`` installs the shared test pack.
@@ -99,3 +102,30 @@ async def mock_setup_entry(hass: HomeAssistant) -> AsyncIterator[AsyncMock]:
         for entry in hass.config_entries.async_entries(DOMAIN):
             if entry.state is ConfigEntryState.LOADED:
                 await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.fixture(scope="module")
+def clip(labelled_photos: list[LabelledPhoto], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 720p clip showing the first photo of C then of D, with gaps without faces."""
+    firsts = {}
+    for photo in labelled_photos:
+        firsts.setdefault(photo.identity, photo.path)
+    path = tmp_path_factory.mktemp("clip") / "door.mp4"
+    make_clip(path, [firsts[name] for name in SHOWN], seconds=2.5, gap=1.0)
+    return path
+
+
+@pytest.fixture
+async def registry(
+    socket_enabled: None, labelled_photos: list[LabelledPhoto]
+) -> AsyncIterator[UprServer]:
+    """The UPR registry on 127.0.0.1 with persons A to F."""
+    server = UprServer()
+    for person_id, paths in gallery_photos(labelled_photos).items():
+        photos = [server.registry.add_photo(p.name, p) for p in paths]
+        server.registry.put_person(
+            person_id, f"UPR-{person_id[-1]}", display_name=f"Person {person_id[-1]}", photos=photos
+        )
+    await server.start()
+    yield server
+    await server.stop()

@@ -7,9 +7,7 @@ then expire, verdicts reach the registry and the audit, the registry down at sta
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,113 +26,21 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.upr_faces.const import (
     CONF_API_KEY,
-    CONF_API_URL,
-    CONF_COOLDOWN,
     CONF_GALLERY_DIR,
     CONF_GALLERY_SOURCE,
     CONF_MODEL_DIR,
     CONF_MODEL_PACK,
-    CONF_NAME,
-    CONF_SOURCE,
-    CONF_VERIFY_SSL,
     DEFAULT_OPTIONS,
     DOMAIN,
     EVENT_MATCH,
     MODEL_PACK_CUSTOM,
     SOURCE_FOLDER,
-    SOURCE_REGISTRY,
-    SUBENTRY_CAMERA,
 )
 from custom_components.upr_faces.diagnostics import async_get_config_entry_diagnostics
 
 from ..conftest import LabelledPhoto
-from ..streams import make_clip
 from ..upr_server import UprServer
-
-SHOWN = ("deepface_C", "deepface_D")
-
-
-@pytest.fixture(autouse=True)
-def _custom_integrations(enable_custom_integrations: None) -> None:
-    """Let Home Assistant load custom_components/upr_faces."""
-
-
-@pytest.fixture(scope="module")
-def clip(labelled_photos: list[LabelledPhoto], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 720p clip showing the first photo of C then of D, with gaps without faces."""
-    firsts = {}
-    for photo in labelled_photos:
-        firsts.setdefault(photo.identity, photo.path)
-    path = tmp_path_factory.mktemp("clip") / "door.mp4"
-    make_clip(path, [firsts[name] for name in SHOWN], seconds=2.5, gap=1.0)
-    return path
-
-
-def _gallery_photos(labelled_photos: list[LabelledPhoto]) -> dict[str, list[Path]]:
-    """Every labelled person's photos except the first one (which the camera shows)."""
-    photos: dict[str, list[Path]] = {}
-    seen: set[str] = set()
-    for photo in labelled_photos:
-        if not photo.identity.startswith("deepface_"):
-            continue
-        if photo.identity not in seen:
-            seen.add(photo.identity)
-            continue
-        photos.setdefault(photo.identity, []).append(photo.path)
-    return photos
-
-
-@pytest.fixture
-async def registry(
-    socket_enabled: None, labelled_photos: list[LabelledPhoto]
-) -> AsyncIterator[UprServer]:
-    """The UPR registry on 127.0.0.1 with persons A to F."""
-    server = UprServer()
-    for person_id, paths in _gallery_photos(labelled_photos).items():
-        photos = [server.registry.add_photo(p.name, p) for p in paths]
-        server.registry.put_person(
-            person_id, f"UPR-{person_id[-1]}", display_name=f"Person {person_id[-1]}", photos=photos
-        )
-    await server.start()
-    yield server
-    await server.stop()
-
-
-def _camera(clip: Path) -> dict[str, Any]:
-    return {
-        "data": {CONF_NAME: "Door", CONF_SOURCE: f"file://{clip}"},
-        "subentry_type": SUBENTRY_CAMERA,
-        "title": "Door",
-        "unique_id": f"file://{clip}",
-    }
-
-
-def _registry_entry(registry: UprServer, test_pack: Path, clip: Path) -> MockConfigEntry:
-    return MockConfigEntry(
-        domain=DOMAIN,
-        title="UPR registry (127.0.0.1)",
-        unique_id=registry.url,
-        data={
-            CONF_GALLERY_SOURCE: SOURCE_REGISTRY,
-            CONF_API_URL: registry.url,
-            CONF_API_KEY: registry.key,
-            CONF_VERIFY_SSL: False,
-            CONF_MODEL_PACK: MODEL_PACK_CUSTOM,
-            CONF_MODEL_DIR: str(test_pack),
-        },
-        options={**DEFAULT_OPTIONS, CONF_COOLDOWN: 600},
-        subentries_data=[_camera(clip)],
-    )
-
-
-async def _wait_for(predicate: Any, seconds: float = 30.0) -> None:
-    """Let the real threads work until ``predicate()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.1)
+from .common import SHOWN, camera, gallery_photos, registry_entry, wait_for
 
 
 async def test_registry_end_to_end(
@@ -146,12 +52,12 @@ async def test_registry_end_to_end(
     clip: Path,
 ) -> None:
     assert await async_setup_component(hass, "http", {})
-    entry = _registry_entry(registry, test_pack, clip)
+    entry = registry_entry(registry, test_pack, clip)
     entry.add_to_hass(hass)
     events = async_capture_events(hass, EVENT_MATCH)
     assert await hass.config_entries.async_setup(entry.entry_id)
     assert entry.state is ConfigEntryState.LOADED
-    await _wait_for(lambda: {e.data["person_id"] for e in events} >= set(SHOWN), 40)
+    await wait_for(lambda: {e.data["person_id"] for e in events} >= set(SHOWN), 40)
     await hass.async_block_till_done()
     persons = sorted(e.data["person_id"] for e in events)
     assert persons == sorted(SHOWN)  # each once within the cooldown, and nobody else
@@ -197,7 +103,7 @@ async def test_registry_end_to_end(
     await hass.services.async_call(
         DOMAIN, "reject_match", {"match_id": second["match_id"]}, blocking=True
     )
-    await _wait_for(lambda: len(registry.received()["verdicts"]) == 2, 15)
+    await wait_for(lambda: len(registry.received()["verdicts"]) == 2, 15)
     received = registry.received()
     assert {a["id"] for a in received["alerts"]} == {first["match_id"], second["match_id"]}
     verdicts = {v["alert_id"]: v for v in received["verdicts"]}
@@ -247,7 +153,7 @@ async def test_registry_down_at_start(
     hass: HomeAssistant, registry: UprServer, test_pack: Path, clip: Path
 ) -> None:
     """With a synced cache the entry sets up and matches; without one it retries."""
-    entry = _registry_entry(registry, test_pack, clip)
+    entry = registry_entry(registry, test_pack, clip)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -257,12 +163,12 @@ async def test_registry_down_at_start(
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data.data.registry_reachable is False
     assert hass.states.get("sensor.upr_faces_gallery_size").state == "6"
-    await _wait_for(lambda: len(events) >= 1, 40)
+    await wait_for(lambda: len(events) >= 1, 40)
     assert events[0].data["person_id"] in SHOWN
     assert entry.runtime_data.outbox.pending >= 1  # waits for the registry
     assert await hass.config_entries.async_unload(entry.entry_id)
 
-    fresh = _registry_entry(registry, test_pack, clip)
+    fresh = registry_entry(registry, test_pack, clip)
     fresh.add_to_hass(hass)
     assert not await hass.config_entries.async_setup(fresh.entry_id)
     assert fresh.state is ConfigEntryState.SETUP_RETRY
@@ -271,7 +177,7 @@ async def test_registry_down_at_start(
 async def test_wrong_key_starts_reauth(
     hass: HomeAssistant, registry: UprServer, test_pack: Path, clip: Path
 ) -> None:
-    entry = _registry_entry(registry, test_pack, clip)
+    entry = registry_entry(registry, test_pack, clip)
     entry.add_to_hass(hass)
     hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_API_KEY: "wrong"})
     assert not await hass.config_entries.async_setup(entry.entry_id)
@@ -289,7 +195,7 @@ async def test_folder_gallery_monitoring_switch(
 ) -> None:
     """A local gallery folder; the monitoring switch stops and starts the camera."""
     gallery = tmp_path / "gallery"
-    for person_id, paths in _gallery_photos(labelled_photos).items():
+    for person_id, paths in gallery_photos(labelled_photos).items():
         (gallery / person_id).mkdir(parents=True)
         for path in paths:
             shutil.copy(path, gallery / person_id)
@@ -303,7 +209,7 @@ async def test_folder_gallery_monitoring_switch(
             CONF_MODEL_DIR: str(test_pack),
         },
         options=dict(DEFAULT_OPTIONS),
-        subentries_data=[_camera(clip)],
+        subentries_data=[camera(clip)],
     )
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
