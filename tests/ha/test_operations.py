@@ -1,0 +1,278 @@
+"""Day-to-day operations in the real core: views, services, repairs, retention, removal."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.components.camera import async_get_image
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    get_system_health_info,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from custom_components.upr_faces import async_remove_config_entry_device
+from custom_components.upr_faces.const import (
+    CONF_COOLDOWN,
+    CONF_MODEL_DIR,
+    DOMAIN,
+    EVENT_AUDIT,
+    EVENT_MATCH,
+)
+from custom_components.upr_faces.coordinator import storage_folder
+from custom_components.upr_faces.logbook import async_describe_events
+
+from ..conftest import LabelledPhoto
+from ..streams import closed_port
+from ..upr_server import UprServer
+from .common import camera, folder_entry, make_gallery, registry_entry, wait_for
+
+
+@pytest.fixture
+async def http(hass: HomeAssistant) -> None:
+    """Home Assistant's HTTP server (for the views and signed paths)."""
+    assert await async_setup_component(hass, "http", {})
+
+
+async def test_folder_entry_operations(
+    hass: HomeAssistant,
+    http: None,
+    hass_client: ClientSessionGenerator,
+    socket_enabled: None,
+    test_pack: Path,
+    clip: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    dead = f"rtsp://viewer:s3cret@127.0.0.1:{closed_port()}/cam"
+    entry = folder_entry(gallery, test_pack, camera(clip), camera(dead, "Gate"))
+    entry.add_to_hass(hass)
+    # a device of a camera removed while Home Assistant was down
+    stale = dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={(DOMAIN, f"{entry.entry_id}_gone")}
+    )
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator = entry.runtime_data
+    door_id, gate_id = (
+        sid for sid, sub in sorted(entry.subentries.items(), key=lambda i: i[1].title != "Door")
+    )
+    assert dr.async_get(hass).async_get(stale.id) is None
+    await wait_for(lambda: len(events) >= 1, 40)
+    await hass.async_block_till_done()
+    record = events[0].data
+    client = await hass_client()
+
+    # images of the alert and the gallery's photo, behind auth
+    for kind in ("face", "frame"):
+        url = f"/api/upr_faces/{entry.entry_id}/snapshot/{record['match_id']}/{kind}"
+        response = await client.get(url)
+        assert response.status == 200
+        assert (await response.read())[:2] == b"\xff\xd8"
+    bad = f"/api/upr_faces/{entry.entry_id}/snapshot/{record['match_id']}/other"
+    assert (await client.get(bad)).status == 404
+    assert (await client.get(f"/api/upr_faces/{entry.entry_id}/snapshot/nope/face")).status == 404
+    assert (await client.get(f"/api/upr_faces/nope/snapshot/x/face")).status == 404
+    photo = await client.get(f"/api/upr_faces/{entry.entry_id}/person/{record['person_id']}/photo")
+    assert photo.status == 200
+    assert photo.content_type == "image/jpeg"
+    missing = f"/api/upr_faces/{entry.entry_id}/person/nobody/photo"
+    assert (await client.get(missing)).status == 404
+
+    # live view and last-match image
+    image = await async_get_image(hass, "camera.door")
+    assert image.content[:2] == b"\xff\xd8"
+    proxy = await client.get("/api/image_proxy/image.door_last_match_face")
+    assert proxy.status == 200
+    assert (await proxy.read())[:2] == b"\xff\xd8"
+    assert hass.states.get("camera.gate").state == "unavailable"
+    assert hass.states.get("binary_sensor.gate_stream").state == "off"
+
+    # services
+    found = await hass.services.async_call(
+        DOMAIN,
+        "scan_usb_cameras",
+        {"config_entry_id": entry.entry_id},
+        blocking=True,
+        return_response=True,
+    )
+    assert found == {"cameras": coordinator.usb_found}
+    await hass.services.async_call(
+        DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
+    )
+    later = await hass.services.async_call(
+        DOMAIN,
+        "export_audit",
+        {"config_entry_id": entry.entry_id, "since": dt_util.utcnow() + timedelta(hours=1)},
+        blocking=True,
+        return_response=True,
+    )
+    assert later["audit"] == []
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, "refresh_gallery", {"config_entry_id": "nope"}, blocking=True
+        )
+    assert err.value.translation_key == "entry_not_loaded"
+    assert await hass.services.async_call(
+        DOMAIN,
+        "confirm_match",
+        {"match_id": record["match_id"]},
+        blocking=True,
+        return_response=True,
+    ) == {"match_id": record["match_id"], "state": "confirmed"}
+
+    # system health
+    assert await async_setup_component(hass, "system_health", {})
+    info = await get_system_health_info(hass, DOMAIN)
+    assert info["total_cameras"] == 2
+    assert info["active_streams"] == 1
+    assert info["gallery_size"] == 6
+    assert info["registry_reachable"] == "-"
+    assert info["last_detection"] != "-"
+
+    # the logbook describes audit events
+    described: dict[str, Any] = {}
+
+    def describe(domain: str, event_type: str, func: Any) -> None:
+        described[event_type] = func
+
+    async_describe_events(hass, describe)
+    audit_events = async_capture_events(hass, EVENT_AUDIT)
+    await coordinator.async_audit("camera_stopped", None, camera="Gate")
+    line = described[EVENT_AUDIT](audit_events[-1])
+    assert line == {"name": "UPR Faces", "message": "stopped watching Gate"}
+
+    # a camera offline for 10 minutes raises a repair issue, which goes when it is stopped
+    await wait_for(lambda: coordinator.data.cameras[gate_id].state == "offline", 20)
+    await coordinator._async_tick(dt_util.utcnow())
+    issues = ir.async_get(hass)
+    assert issues.async_get_issue(DOMAIN, f"camera_offline_{gate_id}") is None
+    coordinator._offline_since[gate_id] = time.time() - 601
+    await coordinator._async_tick(dt_util.utcnow())
+    issue = issues.async_get_issue(DOMAIN, f"camera_offline_{gate_id}")
+    assert issue is not None
+    assert issue.translation_placeholders["camera"] == "Gate"
+    assert "s3cret" not in str(issue.translation_placeholders)
+    await hass.services.async_call(
+        "switch", "turn_off", {"entity_id": "switch.gate_monitoring"}, blocking=True
+    )
+    await coordinator._async_tick(dt_util.utcnow())
+    assert issues.async_get_issue(DOMAIN, f"camera_offline_{gate_id}") is None
+
+    # retention: old alerts go, with their images
+    old = coordinator.log.alerts[record["match_id"]]
+    old.detected_at = (dt_util.utcnow() - timedelta(days=31)).isoformat()
+    face = coordinator.snapshot_path(record["match_id"], "face")
+    assert face.is_file()
+    await coordinator._async_tick(dt_util.utcnow())
+    await hass.async_block_till_done()
+    assert record["match_id"] not in coordinator.log.alerts
+    assert not face.exists()
+
+    # devices: only a camera that is gone may be deleted by hand
+    registry = dr.async_get(hass)
+    door_device = registry.async_get_device({(DOMAIN, f"{entry.entry_id}_{door_id}")})
+    assert door_device is not None
+    assert not await async_remove_config_entry_device(hass, entry, door_device)
+    gone = registry.async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={(DOMAIN, "old-camera")}
+    )
+    assert await async_remove_config_entry_device(hass, entry, gone)
+
+    # an option change is audited and reloads the entry
+    hass.config_entries.async_update_entry(entry, options={**entry.options, CONF_COOLDOWN: 120})
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    changed = [a for a in entry.runtime_data.log.audit if a.action == "options_changed"]
+    assert changed[-1].details == {CONF_COOLDOWN: 120}
+    assert entry.runtime_data.options[CONF_COOLDOWN] == 120
+
+    # removing the entry deletes what it kept on disk
+    folder = storage_folder(hass, entry.entry_id)
+    assert folder.is_dir()
+    assert await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert not folder.exists()
+
+
+async def test_model_pack_missing(
+    hass: HomeAssistant, test_pack: Path, labelled_photos: list[LabelledPhoto], tmp_path: Path
+) -> None:
+    """No models: set-up retries, and a repair issue says which folder to fill."""
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    entry = folder_entry(gallery, test_pack)
+    entry.add_to_hass(hass)
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_MODEL_DIR: str(empty)})
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_RETRY
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"model_pack_missing_{entry.entry_id}")
+    assert issue is not None
+    assert issue.translation_placeholders["folder"] == str(empty)
+
+
+async def test_registry_outage_and_recovery(
+    hass: HomeAssistant, http: None, registry: UprServer, test_pack: Path, clip: Path
+) -> None:
+    entry = registry_entry(registry, test_pack, clip)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator = entry.runtime_data
+    issues = ir.async_get(hass)
+    await registry.stop()
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
+        )
+    assert err.value.translation_key == "cannot_connect"
+    assert coordinator._snapshot().registry_reachable is False
+    # an hour later: repair issues for the registry and the stale gallery
+    coordinator._registry_down_since = time.time() - 3601
+    assert coordinator.sync is not None and coordinator.sync.gallery is not None
+    coordinator.sync.gallery.synced_at = time.time() - 3601
+    await coordinator._async_tick(dt_util.utcnow())
+    assert issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}") is not None
+    assert issues.async_get_issue(DOMAIN, f"gallery_stale_{entry.entry_id}") is not None
+    # the registry comes back: a periodic sync clears both
+    await registry.start()
+    await coordinator._async_periodic_sync(dt_util.utcnow())
+    await coordinator._async_tick(dt_util.utcnow())
+    assert issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}") is None
+    assert issues.async_get_issue(DOMAIN, f"gallery_stale_{entry.entry_id}") is None
+    assert coordinator.data.registry_reachable is True
+    # a refused key during a refresh starts re-authentication
+    registry.fail(401, times=10)
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
+        )
+    assert err.value.translation_key == "registry_auth_failed"
+    await hass.async_block_till_done()
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert [flow["context"]["source"] for flow in flows] == ["reauth"]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_not_loaded_entry_in_views(
+    hass: HomeAssistant, http: None, hass_client: ClientSessionGenerator
+) -> None:
+    entry = MockConfigEntry(domain=DOMAIN, data={})
+    entry.add_to_hass(hass)
+    assert await async_setup_component(hass, DOMAIN, {})
+    client = await hass_client()
+    url = f"/api/upr_faces/{entry.entry_id}/person/p1/photo"
+    assert (await client.get(url)).status == 404
