@@ -204,22 +204,28 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 ensure_pack, target, models_folder(self.hass)
             )
         except ModelPackError as err:
-            official = official_pack(str(name))
+            official = official_pack(str(name)) if name != MODEL_PACK_CUSTOM else None
             folder = (
                 str(target) if isinstance(target, Path) else str(models_folder(self.hass) / name)
             )
+            if official is not None:
+                key = "model_pack_missing"
+                placeholders = {
+                    "folder": folder,
+                    "files": ", ".join(official.files),
+                    "url": official.url,
+                }
+            else:
+                key = "model_folder_invalid"
+                placeholders = {"folder": folder, "problem": str(err)}
             ir.async_create_issue(
                 self.hass,
                 DOMAIN,
                 f"model_pack_missing_{self.config_entry.entry_id}",
                 is_fixable=False,
                 severity=ir.IssueSeverity.ERROR,
-                translation_key="model_pack_missing",
-                translation_placeholders={
-                    "folder": folder,
-                    "files": ", ".join(official.files) if official else str(err),
-                    "url": official.url if official else "-",
-                },
+                translation_key=key,
+                translation_placeholders=placeholders,
             )
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,

@@ -85,7 +85,7 @@ async def test_folder_entry_operations(
     bad = f"/api/upr_faces/{entry.entry_id}/snapshot/{record['match_id']}/other"
     assert (await client.get(bad)).status == 404
     assert (await client.get(f"/api/upr_faces/{entry.entry_id}/snapshot/nope/face")).status == 404
-    assert (await client.get(f"/api/upr_faces/nope/snapshot/x/face")).status == 404
+    assert (await client.get("/api/upr_faces/nope/snapshot/x/face")).status == 404
     photo = await client.get(f"/api/upr_faces/{entry.entry_id}/person/{record['person_id']}/photo")
     assert photo.status == 200
     assert photo.content_type == "image/jpeg"
@@ -222,6 +222,7 @@ async def test_model_pack_missing(
     assert entry.state is ConfigEntryState.SETUP_RETRY
     issue = ir.async_get(hass).async_get_issue(DOMAIN, f"model_pack_missing_{entry.entry_id}")
     assert issue is not None
+    assert issue.translation_key == "model_folder_invalid"
     assert issue.translation_placeholders["folder"] == str(empty)
 
 
@@ -242,7 +243,8 @@ async def test_registry_outage_and_recovery(
     assert coordinator._snapshot().registry_reachable is False
     # an hour later: repair issues for the registry and the stale gallery
     coordinator._registry_down_since = time.time() - 3601
-    assert coordinator.sync is not None and coordinator.sync.gallery is not None
+    assert coordinator.sync is not None
+    assert coordinator.sync.gallery is not None
     coordinator.sync.gallery.synced_at = time.time() - 3601
     await coordinator._async_tick(dt_util.utcnow())
     assert issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}") is not None
