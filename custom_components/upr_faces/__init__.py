@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+from homeassistant.components import frontend
+from homeassistant.components.http import StaticPathConfig
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
+from . import websocket_api
 from .const import DOMAIN
 from .coordinator import (
     UprFacesConfigEntry,
@@ -33,12 +37,29 @@ PLATFORMS: list[Platform] = [
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
+FRONTEND_URL = "/upr_faces_static"
+CARD_URL = f"{FRONTEND_URL}/upr-alerts-card.js"
+
+
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the services and the image views once."""
+    """Register the services, the image views, the websocket feed and the alert card."""
     async_setup_services(hass)
     hass.http.register_view(SnapshotView())
     hass.http.register_view(RegistryPhotoView())
+    websocket_api.async_register(hass)
+    await hass.http.async_register_static_paths(
+        [StaticPathConfig(FRONTEND_URL, str(Path(__file__).parent / "frontend"), False)]
+    )
+    if "frontend" in hass.config.components:
+        # the card loads on every dashboard without a manual resource step
+        frontend.add_extra_js_url(hass, f"{CARD_URL}?v={_card_version()}")
     return True
+
+
+def _card_version() -> str:
+    """Changes when the card's file does, so browsers fetch the new one."""
+    card = Path(__file__).parent / "frontend" / "upr-alerts-card.js"
+    return str(int(card.stat().st_mtime)) if card.exists() else "0"
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: UprFacesConfigEntry) -> bool:

@@ -493,7 +493,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
 
         from .views import registry_photo_path, snapshot_path
 
-        camera_entity_id = self._camera_entity_id(record.camera_id)
+        camera_entity_id = self.camera_entity_id(record.camera_id)
         return {
             "match_id": record.match_id,
             "tier": record.tier,
@@ -518,7 +518,8 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             ),
         }
 
-    def _camera_entity_id(self, camera_id: str) -> str | None:
+    def camera_entity_id(self, camera_id: str) -> str | None:
+        """The entity id of a camera's live view."""
         from homeassistant.helpers import entity_registry as er
 
         return er.async_get(self.hass).async_get_entity_id(

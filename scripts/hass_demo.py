@@ -1,0 +1,360 @@
+"""Run a real Home Assistant with UPR Faces on 127.0.0.1: for ``scripts/demo`` and the
+browser tests.
+
+Everything goes through Home Assistant's own public interfaces: the configuration folder
+is written, ``hass`` is started, onboarding is done over the REST API, the integration is
+set up through the config-flow REST API and cameras through the subentry-flow API, and a
+dashboard is saved over the websocket. Run with the project's ``.venv`` Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_ID = "http://127.0.0.1/"
+USERNAME = "operator"
+
+CONFIGURATION = """\
+homeassistant:
+  name: UPR Faces demo
+  unit_system: metric
+  time_zone: Europe/Paris
+  country: FR
+  language: {language}
+  currency: EUR
+  internal_url: http://127.0.0.1:{port}
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+frontend:
+config:
+api:
+logbook:
+history:
+system_health:
+logger:
+  default: warning
+  logs:
+    custom_components.upr_faces: info
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Hass:
+    """A running Home Assistant and how to reach it."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    config_dir: Path
+    log: Path
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop Home Assistant (SIGTERM, then SIGKILL)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """The onboarded owner and a long-lived access token."""
+
+    username: str
+    password: str
+    token: str
+    refresh_token: str
+
+
+def write_config(config_dir: Path, port: int, language: str = "en") -> None:
+    """A minimal configuration: no integration that needs the internet or extra packages."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "configuration.yaml").write_text(
+        CONFIGURATION.format(port=port, language=language), encoding="utf-8"
+    )
+    target = config_dir / "custom_components" / "upr_faces"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(ROOT / "custom_components" / "upr_faces", target_is_directory=True)
+
+
+def start_hass(config_dir: Path, port: int) -> Hass:
+    """Start ``hass`` on the configuration folder (without installing anything)."""
+    log = config_dir / "hass.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "homeassistant", "--config", str(config_dir), "--skip-pip"],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    return Hass(process, f"http://127.0.0.1:{port}", config_dir, log)
+
+
+async def wait_until_up(hass: Hass, seconds: float = 180.0) -> None:
+    """Wait for the HTTP server (onboarding answers before anything else is needed)."""
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if hass.process.poll() is not None:
+                raise RuntimeError(f"hass exited early; see {hass.log}")
+            try:
+                async with session.get(f"{hass.base_url}/api/onboarding") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"hass did not answer within {seconds:.0f} s; see {hass.log}")
+            await asyncio.sleep(0.5)
+
+
+async def onboard(base_url: str, language: str = "en", password: str | None = None) -> Login:
+    """Create the owner, finish onboarding, and get an access token."""
+    password = password or secrets.token_urlsafe(12)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{base_url}/api/onboarding/users",
+            json={
+                "client_id": CLIENT_ID,
+                "name": "Operator",
+                "username": USERNAME,
+                "password": password,
+                "language": language,
+            },
+        ) as response:
+            response.raise_for_status()
+            code = (await response.json())["auth_code"]
+        async with session.post(
+            f"{base_url}/auth/token",
+            data={"grant_type": "authorization_code", "code": code, "client_id": CLIENT_ID},
+        ) as response:
+            response.raise_for_status()
+            tokens = await response.json()
+        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        for step, payload in (
+            ("core_config", {}),
+            ("analytics", {}),
+            ("integration", {"client_id": CLIENT_ID, "redirect_uri": CLIENT_ID}),
+        ):
+            async with session.post(
+                f"{base_url}/api/onboarding/{step}", json=payload, headers=headers
+            ) as response:
+                response.raise_for_status()
+    return Login(USERNAME, password, tokens["access_token"], tokens["refresh_token"])
+
+
+async def _flow(
+    session: aiohttp.ClientSession, url: str, token: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    async with session.post(
+        url, json=payload, headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        body: dict[str, Any] = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status}: {body}")
+        if body.get("errors"):
+            raise RuntimeError(f"{url}: {body['errors']}")
+        return body
+
+
+async def _drive_entry_flow(base_url: str, token: str, steps: list[dict[str, Any]]) -> str:
+    """Start the integration's config flow and answer each step in turn; the entry id."""
+    async with aiohttp.ClientSession() as session:
+        flow_url = f"{base_url}/api/config/config_entries/flow"
+        result = await _flow(session, flow_url, token, {"handler": "upr_faces"})
+        for answer in steps:
+            result = await _flow(session, f"{flow_url}/{result['flow_id']}", token, answer)
+        if result.get("type") != "create_entry":
+            raise RuntimeError(f"config flow ended with {result}")
+        return str(result["result"]["entry_id"])
+
+
+async def setup_folder_entry(base_url: str, token: str, gallery: Path, models: Path) -> str:
+    """A UPR Faces entry on a local gallery folder and a custom model folder."""
+    return await _drive_entry_flow(
+        base_url,
+        token,
+        [
+            {"next_step_id": "folder"},
+            {"gallery_dir": str(gallery)},
+            {"model_pack": "custom"},
+            {"model_dir": str(models)},
+        ],
+    )
+
+
+async def setup_registry_entry(
+    base_url: str, token: str, api_url: str, api_key: str, models: Path
+) -> str:
+    """A UPR Faces entry on a registry (tested by the flow before it is saved)."""
+    return await _drive_entry_flow(
+        base_url,
+        token,
+        [
+            {"next_step_id": "registry"},
+            {"api_url": api_url, "api_key": api_key, "verify_ssl": False},
+            {"model_pack": "custom"},
+            {"model_dir": str(models)},
+        ],
+    )
+
+
+async def add_camera(base_url: str, token: str, entry_id: str, name: str, source: str) -> None:
+    """Add an IP camera (any source string) through the subentry flow."""
+    async with aiohttp.ClientSession() as session:
+        url = f"{base_url}/api/config/config_entries/subentries/flow"
+        result = await _flow(session, url, token, {"handler": [entry_id, "camera"]})
+        result = await _flow(session, f"{url}/{result['flow_id']}", token, {"next_step_id": "ip"})
+        result = await _flow(
+            session, f"{url}/{result['flow_id']}", token, {"name": name, "source": source}
+        )
+        if result.get("type") != "create_entry":
+            raise RuntimeError(f"camera flow ended with {result}")
+
+
+async def websocket_call(base_url: str, token: str, message: dict[str, Any]) -> Any:
+    """One websocket command (authenticated); its result."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{base_url}/api/websocket") as ws,
+    ):
+        await ws.receive_json()
+        await ws.send_json({"type": "auth", "access_token": token})
+        auth = await ws.receive_json()
+        if auth.get("type") != "auth_ok":
+            raise RuntimeError(f"websocket auth failed: {auth}")
+        await ws.send_json({"id": 1, **message})
+        while True:
+            reply = await ws.receive_json()
+            if reply.get("id") == 1 and reply.get("type") == "result":
+                if not reply["success"]:
+                    raise RuntimeError(f"{message['type']}: {reply['error']}")
+                return reply.get("result")
+
+
+def dashboard(camera_entity: str) -> dict[str, Any]:
+    """The demo dashboard: the camera, the alert card and the health sensors."""
+    return {
+        "title": "UPR Faces",
+        "views": [
+            {
+                "title": "Surveillance",
+                "path": "watch",
+                "cards": [
+                    {"type": "picture-entity", "entity": camera_entity, "camera_view": "live"},
+                    {"type": "custom:upr-alerts-card"},
+                    {
+                        "type": "entities",
+                        "entities": [
+                            "sensor.upr_faces_active_streams",
+                            "sensor.upr_faces_total_cameras",
+                            "sensor.upr_faces_last_detection",
+                            "sensor.upr_faces_gallery_size",
+                            "sensor.upr_faces_alerts_awaiting_a_verdict",
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def build_demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
+    """A gallery (all photos but the first of each person) and a clip of the first ones."""
+    sys.path.insert(0, str(ROOT))
+    from custom_components.upr_faces.engine.clips import build_clip
+
+    gallery = work / "gallery"
+    firsts: dict[str, Path] = {}
+    for photo in sorted(faces.glob("deepface_*")):
+        identity = "_".join(photo.name.split("_")[:2])
+        if identity not in firsts:
+            firsts[identity] = photo
+            continue
+        (gallery / identity).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, gallery / identity)
+    for identity in firsts:
+        (gallery / identity / "person.json").write_text(
+            json.dumps(
+                {
+                    "reference": f"UPR-2026-{identity[-1]}",
+                    "display_name": f"Personne {identity[-1]}",
+                }
+            ),
+            encoding="utf-8",
+        )
+    clip = work / "camera.mp4"
+    build_clip(clip, list(firsts.values()), seconds_per_photo=3.0, gap=2.0)
+    return gallery, clip
+
+
+async def run_demo(port: int, models: Path, faces: Path, config_dir: Path, language: str) -> int:
+    """Start the demo and keep it running until interrupted."""
+    if config_dir.exists():
+        shutil.rmtree(config_dir)
+    media = config_dir / "upr_faces_demo"
+    media.mkdir(parents=True)
+    print("demo: building the gallery and the camera clip…", file=sys.stderr)
+    gallery, clip = build_demo_media(faces, media)
+    write_config(config_dir, port, language)
+    hass = start_hass(config_dir, port)
+    try:
+        print(f"demo: starting Home Assistant (log: {hass.log})…", file=sys.stderr)
+        await wait_until_up(hass)
+        login = await onboard(hass.base_url, language)
+        entry_id = await setup_folder_entry(hass.base_url, login.token, gallery, models)
+        await add_camera(hass.base_url, login.token, entry_id, "Entrée", f"file://{clip}")
+        await websocket_call(
+            hass.base_url,
+            login.token,
+            {"type": "lovelace/config/save", "config": dashboard("camera.entree")},
+        )
+        print(
+            f"\nUPR Faces demo on {hass.base_url}\n  user:     {login.username}\n"
+            f"  password: {login.password}\n"
+            "A match appears within a minute on the dashboard. Ctrl-C stops the demo.\n",
+            flush=True,
+        )
+        return await asyncio.to_thread(hass.process.wait)
+    finally:
+        hass.stop()
+
+
+def main() -> int:
+    """``scripts/demo``."""
+    parser = argparse.ArgumentParser(prog="demo")
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--faces", type=Path, required=True)
+    parser.add_argument("--config", type=Path, default=ROOT / "demo_config" / "hass")
+    parser.add_argument("--language", default="fr", choices=["fr", "en"])
+    args = parser.parse_args()
+    try:
+        return asyncio.run(run_demo(args.port, args.models, args.faces, args.config, args.language))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
