@@ -278,3 +278,63 @@ async def test_not_loaded_entry_in_views(
     client = await hass_client()
     url = f"/api/upr_faces/{entry.entry_id}/person/p1/photo"
     assert (await client.get(url)).status == 404
+
+
+async def test_alert_feed_over_websocket(
+    hass: HomeAssistant,
+    http: None,
+    hass_ws_client: Any,
+    socket_enabled: None,
+    test_pack: Path,
+    clip: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    """The card's feed: a snapshot, then each new alert and each verdict, signed URLs."""
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    entry = folder_entry(gallery, test_pack, camera(clip))
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id({"type": "upr_faces/alerts/subscribe", "limit": 10})
+    result = await client.receive_json()
+    assert result["success"] is True
+    snapshot = await client.receive_json()
+    assert snapshot["event"] == {"type": "snapshot", "alerts": []}
+    message = await client.receive_json()
+    alert = message["event"]["alert"]
+    assert message["event"]["type"] == "alert"
+    assert alert["state"] == "pending"
+    assert alert["entry_id"] == entry.entry_id
+    assert alert["camera_entity_id"] == "camera.door"
+    assert "authSig=" in alert["face_url"]
+    assert "authSig=" in alert["registry_photo_url"]
+    await hass.services.async_call(
+        DOMAIN, "reject_match", {"match_id": alert["match_id"], "comment": "non"}, blocking=True
+    )
+    while True:
+        update = (await client.receive_json())["event"]["alert"]
+        if update["match_id"] == alert["match_id"]:
+            break
+    assert update["state"] == "rejected"
+    assert update["comment"] == "non"
+    # a new subscriber gets the alert in its snapshot
+    await client.send_json_auto_id(
+        {"type": "upr_faces/alerts/subscribe", "config_entry_id": entry.entry_id}
+    )
+    while (await client.receive_json()).get("type") != "result":
+        pass
+    while (message := await client.receive_json())["event"]["type"] != "snapshot":
+        pass
+    assert alert["match_id"] in [a["match_id"] for a in message["event"]["alerts"]]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_card_is_served(
+    hass: HomeAssistant, http: None, hass_client: ClientSessionGenerator
+) -> None:
+    assert await async_setup_component(hass, DOMAIN, {})
+    client = await hass_client()
+    response = await client.get("/upr_faces_static/upr-alerts-card.js")
+    assert response.status == 200
+    assert "upr-alerts-card" in await response.text()
