@@ -14,8 +14,8 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
-from .entity import UprFacesCameraEntity
+from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator
+from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0
 
@@ -52,12 +52,11 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One set per camera."""
-    coordinator = entry.runtime_data
-    for camera_id in camera_subentries(entry):
-        async_add_entities(
-            [UprBinarySensor(coordinator, camera_id, desc) for desc in DESCRIPTIONS],
-            config_subentry_id=camera_id,
-        )
+    add_camera_entities(
+        entry,
+        async_add_entities,
+        lambda coord, cid: [UprBinarySensor(coord, cid, desc) for desc in DESCRIPTIONS],
+    )
 
 
 class UprBinarySensor(UprFacesCameraEntity, BinarySensorEntity):

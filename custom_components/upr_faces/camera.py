@@ -6,8 +6,8 @@ from homeassistant.components.camera import Camera
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
-from .entity import UprFacesCameraEntity
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0
 LIVE_FPS = 5
@@ -19,9 +19,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One camera entity per camera."""
-    coordinator = entry.runtime_data
-    for camera_id in camera_subentries(entry):
-        async_add_entities([UprCamera(coordinator, camera_id)], config_subentry_id=camera_id)
+    add_camera_entities(entry, async_add_entities, lambda coord, cid: [UprCamera(coord, cid)])
 
 
 class UprCamera(UprFacesCameraEntity, Camera):

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
-from .coordinator import CameraData, UprFacesCoordinator
+from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
+
+
+def add_camera_entities(
+    entry: UprFacesConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    make: Callable[[UprFacesCoordinator, str], Iterable[Entity]],
+) -> None:
+    """Add the entities ``make`` builds for each camera, under that camera's subentry."""
+    for camera_id in camera_subentries(entry):
+        async_add_entities(make(entry.runtime_data, camera_id), config_subentry_id=camera_id)
 
 
 def hub_device(coordinator: UprFacesCoordinator) -> DeviceInfo:

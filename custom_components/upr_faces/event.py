@@ -8,8 +8,8 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .alert_log import AlertRecord
-from .coordinator import SIGNAL_ALERT, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
-from .entity import UprFacesCameraEntity
+from .coordinator import SIGNAL_ALERT, UprFacesConfigEntry, UprFacesCoordinator
+from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0
 
@@ -20,9 +20,7 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One event entity per camera."""
-    coordinator = entry.runtime_data
-    for camera_id in camera_subentries(entry):
-        async_add_entities([UprAlertEvent(coordinator, camera_id)], config_subentry_id=camera_id)
+    add_camera_entities(entry, async_add_entities, lambda coord, cid: [UprAlertEvent(coord, cid)])
 
 
 class UprAlertEvent(UprFacesCameraEntity, EventEntity):

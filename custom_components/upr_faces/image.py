@@ -7,8 +7,8 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
-from .coordinator import UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
-from .entity import UprFacesCameraEntity
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0
 
@@ -19,11 +19,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One image entity per camera."""
-    coordinator = entry.runtime_data
-    for camera_id in camera_subentries(entry):
-        async_add_entities(
-            [LastMatchImage(hass, coordinator, camera_id)], config_subentry_id=camera_id
-        )
+    add_camera_entities(
+        entry, async_add_entities, lambda coord, cid: [LastMatchImage(hass, coord, cid)]
+    )
 
 
 class LastMatchImage(UprFacesCameraEntity, ImageEntity):

@@ -22,9 +22,8 @@ from .coordinator import (
     HubData,
     UprFacesConfigEntry,
     UprFacesCoordinator,
-    camera_subentries,
 )
-from .entity import UprFacesCameraEntity, UprFacesHubEntity
+from .entity import UprFacesCameraEntity, UprFacesHubEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0
 
@@ -133,11 +132,11 @@ async def async_setup_entry(
     """Hub sensors, then the sensors of each camera."""
     coordinator = entry.runtime_data
     async_add_entities(HubSensor(coordinator, desc) for desc in HUB_SENSORS)
-    for camera_id in camera_subentries(entry):
-        async_add_entities(
-            [CameraSensor(coordinator, camera_id, desc) for desc in CAMERA_SENSORS],
-            config_subentry_id=camera_id,
-        )
+    add_camera_entities(
+        entry,
+        async_add_entities,
+        lambda coord, cid: [CameraSensor(coord, cid, desc) for desc in CAMERA_SENSORS],
+    )
 
 
 class HubSensor(UprFacesHubEntity, SensorEntity):

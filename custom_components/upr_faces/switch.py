@@ -8,8 +8,8 @@ from homeassistant.components.switch import SwitchEntity
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
-from .entity import UprFacesCameraEntity
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 1
 
@@ -20,9 +20,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """One monitoring switch per camera."""
-    coordinator = entry.runtime_data
-    for camera_id in camera_subentries(entry):
-        async_add_entities([MonitoringSwitch(coordinator, camera_id)], config_subentry_id=camera_id)
+    add_camera_entities(
+        entry, async_add_entities, lambda coord, cid: [MonitoringSwitch(coord, cid)]
+    )
 
 
 class MonitoringSwitch(UprFacesCameraEntity, SwitchEntity):
