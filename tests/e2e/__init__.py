@@ -1,0 +1,1 @@
+"""Browser tests: the alert card in headless Chromium against a real Home Assistant."""
