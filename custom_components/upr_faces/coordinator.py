@@ -13,6 +13,7 @@ import base64
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,7 +67,7 @@ from .const import (
     STATS_INTERVAL,
     SUBENTRY_CAMERA,
 )
-from .engine.alerts import MatchEvent
+from .engine.alerts import AlertTier, MatchEvent
 from .engine.analyzer import Analyzer
 from .engine.errors import ModelPackError, UprFacesError
 from .engine.gallery import CACHE_FILE, EmbeddingCache, Gallery, Thresholds, load_folder
@@ -155,6 +156,8 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
         self.pipeline: Pipeline | None = None
         self.pack: ModelPack | None = None
         self.usb_found: list[dict[str, Any]] = []
+        # registry photos recently served to operators: person id -> bytes
+        self.photo_cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache: EmbeddingCache | None = None
         self._gallery: Gallery | None = None
         self._stop = asyncio.Event()
@@ -364,9 +367,20 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             return
         thresholds = self._camera_thresholds(sub)
         pipeline = self.pipeline
-        await self.hass.async_add_executor_job(
+        worker = await self.hass.async_add_executor_job(
             lambda: pipeline.add_camera(camera_id, source, thresholds=thresholds)
         )
+        # alerts given before a reload or restart still hold their cooldown
+        wall, mono = time.time(), time.monotonic()
+        window = float(self.options[CONF_COOLDOWN])
+        for record in self.log.alerts.values():
+            when = dt_util.parse_datetime(record.detected_at)
+            if record.camera_id != camera_id or when is None:
+                continue
+            age = wall - when.timestamp()
+            if 0 <= age < window:
+                tier: AlertTier = "match" if record.tier == "match" else "probable"
+                worker.cooldown.prime(camera_id, record.person_id, tier, mono - age)
 
     async def async_set_monitoring(
         self, camera_id: str, on: bool, user_id: str | None = None

@@ -19,6 +19,8 @@ from .engine.gallery import person_photos
 
 SNAPSHOT_URL = "/api/upr_faces/{entry_id}/snapshot/{match_id}/{kind}"
 PHOTO_URL = "/api/upr_faces/{entry_id}/person/{person_id}/photo"
+# registry photos kept in memory, so that many operators do not each fetch them
+PHOTO_CACHE_SIZE = 64
 
 
 def snapshot_path(entry_id: str, match_id: str, kind: str) -> str:
@@ -83,10 +85,19 @@ class RegistryPhotoView(HomeAssistantView):
         if coordinator.client is not None:
             if not person.photo_url:
                 raise web.HTTPNotFound
-            try:
-                data = await coordinator.client.fetch_photo(person.photo_url)
-            except UprFacesError as err:
-                return web.Response(status=HTTPStatus.BAD_GATEWAY, text=str(err))
+            cache = coordinator.photo_cache
+            cached = cache.get(person_id)
+            if cached is not None:
+                cache.move_to_end(person_id)
+                data = cached
+            else:
+                try:
+                    data = await coordinator.client.fetch_photo(person.photo_url)
+                except UprFacesError as err:
+                    return web.Response(status=HTTPStatus.BAD_GATEWAY, text=str(err))
+                cache[person_id] = data
+                while len(cache) > PHOTO_CACHE_SIZE:
+                    cache.popitem(last=False)
         else:
             folder = Path(coordinator.config_entry.data[CONF_GALLERY_DIR]) / person_id
 

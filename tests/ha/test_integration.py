@@ -75,6 +75,10 @@ async def test_registry_end_to_end(
         response = await client.get(first[key])
         assert response.status == 200, key
         assert (await response.read())[:2] in (b"\xff\xd8", b"\x89P")
+    # the registry photo is fetched from the registry once, then served from memory
+    photo_requests = sum(1 for _m, path in registry.requests if "/photos/" in path)
+    assert (await client.get(first["registry_photo_url"])).status == 200
+    assert sum(1 for _m, path in registry.requests if "/photos/" in path) == photo_requests
     unsigned = first["snapshot_url"].split("?")[0]
     assert (await client.get(unsigned)).status == 401
 

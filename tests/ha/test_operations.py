@@ -338,3 +338,29 @@ async def test_card_is_served(
     response = await client.get("/upr_faces_static/upr-alerts-card.js")
     assert response.status == 200
     assert "upr-alerts-card" in await response.text()
+
+
+async def test_cooldown_survives_reload(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    test_pack: Path,
+    clip: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    """Adding a camera reloads the entry: persons just alerted are not alerted again."""
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    entry = folder_entry(gallery, test_pack, camera(clip))
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for(lambda: len(events) >= 1, 40)
+    await hass.async_block_till_done()
+    person = events[0].data["person_id"]
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    (camera_id,) = entry.subentries
+    worker = entry.runtime_data.pipeline.camera(camera_id)
+    assert worker is not None
+    assert not worker.cooldown.allow(camera_id, person, "match", 1, time.monotonic())
+    assert worker.cooldown.allow(camera_id, "someone_else", "match", 1, time.monotonic())
+    assert await hass.config_entries.async_unload(entry.entry_id)

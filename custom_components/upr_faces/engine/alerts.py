@@ -60,6 +60,13 @@ class CooldownGate:
         self._last[key] = (now, tier, track_id)
         return True
 
+    def prime(self, camera: str, person_id: str, tier: AlertTier, at: float) -> None:
+        """Remember an alert given before a restart (``at`` on the monotonic clock)."""
+        key = (camera, person_id)
+        last = self._last.get(key)
+        if last is None or last[0] < at:
+            self._last[key] = (at, tier, -1)
+
     def forget(self, now: float) -> None:
         """Drop entries older than the cooldown (keeps the table small)."""
         for key in [k for k, v in self._last.items() if now - v[0] >= self.cooldown_s]:
