@@ -136,6 +136,7 @@ async def test_folder_entry_operations(
 
     # system health
     assert await async_setup_component(hass, "system_health", {})
+    await hass.async_block_till_done()  # platforms register in the background
     info = await get_system_health_info(hass, DOMAIN)
     assert info["total_cameras"] == 2
     assert info["active_streams"] == 1
