@@ -63,8 +63,6 @@ DEFAULT_OPTIONS: Final = {
 CONF_NAME: Final = "name"
 CONF_SOURCE: Final = "source"
 
-# how long an alert keeps the match / probable binary sensors on
-ALERT_FRESH: Final = timedelta(seconds=60)
 # signed URLs in upr_match events
 SIGNED_URL_EXPIRY: Final = timedelta(minutes=5)
 # repairs
@@ -72,6 +70,3 @@ CAMERA_OFFLINE_REPAIR_AFTER: Final = timedelta(minutes=10)
 REGISTRY_DOWN_REPAIR_AFTER: Final = timedelta(hours=1)
 GALLERY_SYNC_INTERVAL: Final = timedelta(minutes=15)
 STATS_INTERVAL: Final = timedelta(seconds=2)
-
-URL_SNAPSHOT: Final = "/api/upr_faces/snapshot/{match_id}/{kind}"
-URL_REGISTRY_PHOTO: Final = "/api/upr_faces/person/{person_id}/photo"
