@@ -78,6 +78,7 @@ from .const import (
     SOURCE_REGISTRY,
     SUBENTRY_CAMERA,
 )
+from .coordinator import models_folder
 from .engine.errors import ModelPackError, UprFacesError
 from .engine.models import (
     ModelPackMissingError,
@@ -202,11 +203,6 @@ def _prepare_folder(path: Path) -> Path | None:
     if not resolved.is_dir() or not os.access(resolved, os.W_OK | os.X_OK):
         return None
     return resolved
-
-
-def _models_dir(hass: HomeAssistant) -> Path:
-    """Where official packs live: ``<config>/upr_faces/models/<pack>``."""
-    return Path(hass.config.path(DOMAIN, "models"))
 
 
 def _unmask_source(submitted: str, stored: str) -> str:
@@ -617,7 +613,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         await async_fetch_pack(
             async_get_clientsession(self.hass),
             self._data[CONF_MODEL_PACK],
-            _models_dir(self.hass),
+            models_folder(self.hass),
             url=self._pack_url(),
             progress=self._on_download_progress,
         )
@@ -681,7 +677,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         assert official is not None
         return {
             "pack": name,
-            "folder": str(_models_dir(self.hass) / name),
+            "folder": str(models_folder(self.hass) / name),
             "files": ", ".join(official.required),
             "url": self._pack_url(),
         }
@@ -689,7 +685,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
     async def _async_pack_installed(self) -> bool:
         try:
             await self.hass.async_add_executor_job(
-                ensure_pack, self._data[CONF_MODEL_PACK], _models_dir(self.hass)
+                ensure_pack, self._data[CONF_MODEL_PACK], models_folder(self.hass)
             )
         except (ModelPackError, OSError):
             return False

@@ -722,6 +722,18 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             for kind in SNAPSHOT_KINDS:
                 self.snapshot_path(match_id, kind).unlink(missing_ok=True)
 
+    def _warn(self, issue_id: str, key: str, placeholders: dict[str, str]) -> None:
+        """Raise (or refresh) a repair issue an admin can act on."""
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=key,
+            translation_placeholders=placeholders,
+        )
+
     def _check_repairs(self, data: HubData) -> None:
         now = time.time()
         entry_id = self.config_entry.entry_id
@@ -730,14 +742,10 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             if camera.monitoring and camera.state == "offline":
                 since = self._offline_since.setdefault(camera_id, now)
                 if now - since >= CAMERA_OFFLINE_REPAIR_AFTER.total_seconds():
-                    ir.async_create_issue(
-                        self.hass,
-                        DOMAIN,
+                    self._warn(
                         issue_id,
-                        is_fixable=False,
-                        severity=ir.IssueSeverity.WARNING,
-                        translation_key="camera_offline",
-                        translation_placeholders={
+                        "camera_offline",
+                        {
                             "camera": camera.name,
                             "reason": mask_url(camera.reason or "-"),
                             "since": dt_util.utc_from_timestamp(since).isoformat(),
@@ -748,16 +756,11 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
         if not self.registry:
             return
         down = self._registry_down_since
-        issue = f"registry_unreachable_{entry_id}"
         if down is not None and now - down >= REGISTRY_DOWN_REPAIR_AFTER.total_seconds():
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key="registry_unreachable",
-                translation_placeholders={
+            self._warn(
+                f"registry_unreachable_{entry_id}",
+                "registry_unreachable",
+                {
                     "url": self.client.base_url if self.client else "-",
                     "since": dt_util.utc_from_timestamp(down).isoformat(),
                 },
@@ -765,14 +768,8 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
         stale_issue = f"gallery_stale_{entry_id}"
         synced = data.last_sync
         if synced is None or dt_util.utcnow() - synced >= REGISTRY_DOWN_REPAIR_AFTER:
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                stale_issue,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key="gallery_stale",
-                translation_placeholders={"since": synced.isoformat() if synced else "-"},
+            self._warn(
+                stale_issue, "gallery_stale", {"since": synced.isoformat() if synced else "-"}
             )
         else:
             ir.async_delete_issue(self.hass, DOMAIN, stale_issue)
