@@ -27,6 +27,8 @@ from typing import Any, Literal
 import av
 import cv2
 import numpy as np
+from av.container import OutputContainer
+from av.video.stream import VideoStream
 from numpy.typing import NDArray
 
 DEFAULT_SIZE = (1280, 720)
@@ -117,7 +119,7 @@ def _read_photo(path: Path) -> NDArray[np.uint8]:
 
 def _open_encoder(
     out: Path, width: int, height: int, fps: int, gop: int
-) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
+) -> tuple[OutputContainer, VideoStream]:
     container = av.open(str(out), mode="w", options={"movflags": "+faststart"})
     try:
         stream = container.add_stream(

@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             await source.refresh()
             print(f"upr_dev_server: {len(source.signatures)} persons in {args.dir}", flush=True)
 
-        app.on_startup.append(_first_scan)  # type: ignore[arg-type]  # aiosignal typing
+        app.on_startup.append(_first_scan)  # type: ignore[arg-type, unused-ignore]  # aiohttp < 3.12
     base = "/" + args.base.strip("/") if args.base.strip("/") else ""
     print(f"upr_dev_server: http://{args.host}:{args.port}{base}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None)
