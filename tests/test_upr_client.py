@@ -91,6 +91,20 @@ def client(server: UprServer, session: aiohttp.ClientSession) -> UprClient:
     return UprClient(session, server.url, KEY, retry=FAST, timeout=5)
 
 
+async def test_host_names_resolve(server: UprServer, session: aiohttp.ClientSession) -> None:
+    """A registry addressed by name (``localhost``, as in the documented default URL) is
+    reached through aiohttp's default resolver, which is aiodns's here: its version and
+    pycares' must agree (aiodns 3.2 with pycares 5 resolves nothing)."""
+    import aiohttp.resolver
+
+    assert aiohttp.resolver.DefaultResolver is aiohttp.resolver.AsyncResolver
+    url = server.url.replace("127.0.0.1", "localhost")
+    assert url.startswith("http://localhost:")
+    health = await UprClient(session, url, KEY, retry=FAST, timeout=5).health()
+    assert health.status == "ok"
+    assert server.count("/health") == 1
+
+
 def assert_clean(err: BaseException) -> None:
     """No key in the message, the repr, or the causes' messages."""
     while err is not None:

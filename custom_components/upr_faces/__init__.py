@@ -6,7 +6,11 @@ import shutil
 from pathlib import Path
 
 from homeassistant.components import frontend
-from homeassistant.components.http import StaticPathConfig
+
+# Home Assistant 2026 defines it in http.server and re-exports it from http
+from homeassistant.components.http import (  # type: ignore[attr-defined, unused-ignore]
+    StaticPathConfig,
+)
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant
 from homeassistant.helpers import config_validation as cv
@@ -15,12 +19,8 @@ from homeassistant.helpers.typing import ConfigType
 
 from . import websocket_api
 from .const import DOMAIN
-from .coordinator import (
-    UprFacesConfigEntry,
-    UprFacesCoordinator,
-    camera_subentries,
-    storage_folder,
-)
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator, storage_folder
+from .devices import async_register_devices, is_configured_device
 from .services import async_setup_services
 from .views import RegistryPhotoView, SnapshotView
 
@@ -71,7 +71,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: UprFacesConfigEntry) -> 
         await coordinator.async_stop()
         raise
     entry.runtime_data = coordinator
-    _remove_stale_devices(hass, entry)
+    await async_register_devices(hass, entry)
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     coordinator.async_start()
 
@@ -111,20 +111,8 @@ async def async_remove_entry(hass: HomeAssistant, entry: UprFacesConfigEntry) ->
     await Store[dict[str, object]](hass, 1, f"{DOMAIN}.{entry.entry_id}").async_remove()
 
 
-def _remove_stale_devices(hass: HomeAssistant, entry: UprFacesConfigEntry) -> None:
-    """Remove the devices of cameras that are no longer configured."""
-    registry = dr.async_get(hass)
-    wanted = {(DOMAIN, entry.entry_id)} | {
-        (DOMAIN, f"{entry.entry_id}_{camera_id}") for camera_id in camera_subentries(entry)
-    }
-    for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
-        if not device.identifiers & wanted:
-            registry.async_update_device(device.id, remove_config_entry_id=entry.entry_id)
-
-
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: UprFacesConfigEntry, device: dr.DeviceEntry
 ) -> bool:
     """Let the admin delete a camera device whose camera is gone."""
-    cameras = {(DOMAIN, f"{entry.entry_id}_{cid}") for cid in camera_subentries(entry)}
-    return not device.identifiers & (cameras | {(DOMAIN, entry.entry_id)})
+    return not is_configured_device(entry, device)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import voluptuous as vol
 from homeassistant.config_entries import (
+    SOURCE_REAUTH,
     ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
@@ -97,6 +97,7 @@ from .engine.sources import (
     scan_usb,
 )
 from .engine.upr_client import RetryPolicy, UprAuthError, UprClient, UprConnectionError
+from .validation import vol
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ CONNECTION_TEST_TIMEOUT: Final = 15.0
 """Seconds the registry has to answer while the admin waits on the form."""
 
 MASK: Final = "***"
+# shown in the registry forms (hassfest keeps addresses out of translations)
+EXAMPLE_API_URL: Final = "https://upr.example.org/api"
 """What :func:`mask_url` puts in place of a password or a secret query value."""
 
 _LOOPBACK_NAMES: Final = ("localhost", "localhost.")
@@ -462,6 +465,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                 _registry_schema(key_required=True), suggested
             ),
             errors=errors,
+            description_placeholders={"example_url": EXAMPLE_API_URL},
         )
 
     def _needs_insecure_consent(self, url: str) -> bool:
@@ -697,6 +701,22 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
             title=self._title, data=self._data, options=dict(DEFAULT_OPTIONS)
         )
 
+    def _async_save_and_reload(self, entry: ConfigEntry, **changes: Any) -> ConfigFlowResult:
+        """Save the changes and reload the entry once.
+
+        A loaded entry has an update listener that reloads it on any change (and audits
+        option changes); reloading here too would restart every camera twice. An entry
+        that failed to set up (a refused key, say) has none: reload it here.
+        """
+        if "data_updates" in changes:
+            changes["data"] = {**entry.data, **changes.pop("data_updates")}
+        if not entry.update_listeners:
+            return self.async_update_reload_and_abort(entry, **changes)
+        # what async_update_and_abort does on Home Assistant 2025.8 and later
+        self.hass.config_entries.async_update_entry(entry, **changes)
+        reason = "reauth_successful" if self.source == SOURCE_REAUTH else "reconfigure_successful"
+        return self.async_abort(reason=reason)
+
     # -------------------------------------------------------------- reauth
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
@@ -714,7 +734,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
             if (
                 error := await async_test_registry(self.hass, {**entry.data, CONF_API_KEY: key})
             ) is None:
-                return self.async_update_reload_and_abort(entry, data_updates={CONF_API_KEY: key})
+                return self._async_save_and_reload(entry, data_updates={CONF_API_KEY: key})
             errors["base"] = error
         return self.async_show_form(
             step_id="reauth_confirm",
@@ -759,7 +779,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                         url, self.async_step_reconfigure_registry, user_input
                     )
                 if (error := await async_test_registry(self.hass, data)) is None:
-                    return self.async_update_reload_and_abort(
+                    return self._async_save_and_reload(
                         entry,
                         unique_id=url,
                         title=self._new_title(entry, _registry_title(url)),
@@ -778,7 +798,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                 _registry_schema(key_required=False), suggested
             ),
             errors=errors,
-            description_placeholders={"title": entry.title},
+            description_placeholders={"title": entry.title, "example_url": EXAMPLE_API_URL},
         )
 
     async def async_step_reconfigure_folder(
@@ -798,7 +818,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                 unique_id = f"folder:{folder}"
                 if self._unique_id_taken(unique_id, entry):
                     return self.async_abort(reason="already_configured")
-                return self.async_update_reload_and_abort(
+                return self._async_save_and_reload(
                     entry,
                     unique_id=unique_id,
                     title=self._new_title(entry, _folder_title(str(folder))),

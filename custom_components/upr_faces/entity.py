@@ -1,4 +1,4 @@
-"""Base entities: unique ids, one device per camera linked to the hub device."""
+"""Base entities: unique ids, and the link to the hub's or a camera's device."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
-from .const import DOMAIN
 from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
+from .devices import camera_identifiers, hub_identifiers
 
 
 def add_camera_entities(
@@ -23,18 +23,6 @@ def add_camera_entities(
         async_add_entities(make(entry.runtime_data, camera_id), config_subentry_id=camera_id)
 
 
-def hub_device(coordinator: UprFacesCoordinator) -> DeviceInfo:
-    """The hub device: the gallery, the registry link and the shared analyzer."""
-    entry = coordinator.config_entry
-    return DeviceInfo(
-        identifiers={(DOMAIN, entry.entry_id)},
-        translation_key="hub",
-        manufacturer="UPR Faces",
-        model=coordinator.pack.name if coordinator.pack else None,
-        name=entry.title,
-    )
-
-
 class UprFacesHubEntity(CoordinatorEntity[UprFacesCoordinator]):
     """An entity of the hub device."""
 
@@ -43,7 +31,10 @@ class UprFacesHubEntity(CoordinatorEntity[UprFacesCoordinator]):
     def __init__(self, coordinator: UprFacesCoordinator, key: str) -> None:
         super().__init__(coordinator)
         self._attr_unique_id = f"{coordinator.config_entry.entry_id}_{key}"
-        self._attr_device_info = hub_device(coordinator)
+        # the device itself is registered by devices.async_register_devices
+        self._attr_device_info = DeviceInfo(
+            identifiers=hub_identifiers(coordinator.config_entry.entry_id)
+        )
 
 
 class UprFacesCameraEntity(CoordinatorEntity[UprFacesCoordinator]):
@@ -56,13 +47,8 @@ class UprFacesCameraEntity(CoordinatorEntity[UprFacesCoordinator]):
         entry = coordinator.config_entry
         self.camera_id = camera_id
         self._attr_unique_id = f"{entry.entry_id}_{camera_id}_{key}"
-        subentry = entry.subentries[camera_id]
         self._attr_device_info = DeviceInfo(
-            identifiers={(DOMAIN, f"{entry.entry_id}_{camera_id}")},
-            name=subentry.title,
-            manufacturer="UPR Faces",
-            model="Camera",
-            via_device=(DOMAIN, entry.entry_id),
+            identifiers=camera_identifiers(entry.entry_id, camera_id)
         )
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import voluptuous as vol
 from homeassistant.components.http.auth import async_sign_path
 from homeassistant.components.websocket_api import async_register_command
 from homeassistant.components.websocket_api.connection import ActiveConnection
@@ -21,6 +20,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from .alert_log import AlertRecord
 from .const import DOMAIN, SIGNED_URL_EXPIRY
 from .coordinator import SIGNAL_ALERT, UprFacesConfigEntry
+from .validation import vol
 from .views import registry_photo_path, snapshot_path
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SubentryFlowResult
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.upr_faces.const import (
@@ -32,6 +37,32 @@ from ..conftest import LabelledPhoto
 from ..upr_server import UprServer
 
 SHOWN = ("deepface_C", "deepface_D")
+
+# What Home Assistant logs when an integration uses something deprecated.
+DEPRECATION = re.compile(
+    r"Detected that custom integration|will stop working|deprecat", re.IGNORECASE
+)
+
+
+def serialize_schema(schema: Any) -> list[dict[str, Any]]:
+    """A form's schema as the frontend receives it, on either Home Assistant.
+
+    Home Assistant 2026 validates with probatio (aliased as ``voluptuous``) and
+    serialises with its ``to_field_list``; older ones use ``voluptuous_serialize``.
+    """
+    try:
+        import probatio
+    except ImportError:
+        import voluptuous_serialize
+
+        fields: list[dict[str, Any]] = voluptuous_serialize.convert(
+            schema, custom_serializer=cv.custom_serializer
+        )
+        return fields
+    converted: list[dict[str, Any]] = probatio.to_field_list(
+        schema, custom_serializer=cv.custom_serializer
+    )
+    return converted
 
 
 def gallery_photos(labelled_photos: list[LabelledPhoto]) -> dict[str, list[Path]]:
@@ -111,3 +142,22 @@ def make_gallery(folder: Path, labelled_photos: list[LabelledPhoto]) -> Path:
         for path in paths:
             shutil.copy(path, folder / person_id)
     return folder
+
+
+async def start_camera_reconfigure(
+    hass: HomeAssistant, entry: MockConfigEntry, subentry_id: str
+) -> SubentryFlowResult:
+    """Open a camera's reconfigure flow, as the frontend does (the same on both releases)."""
+    return await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_CAMERA),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry_id},
+    )
+
+
+def find_device(hass: HomeAssistant, entry_id: str, identifier: str) -> dr.DeviceEntry | None:
+    """An entry's device by its upr_faces identifier (the same call on both releases)."""
+    registry = dr.async_get(hass)
+    for device in dr.async_entries_for_config_entry(registry, entry_id):
+        if (DOMAIN, identifier) in device.identifiers:
+            return device
+    return None

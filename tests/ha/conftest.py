@@ -15,12 +15,18 @@ pytest-homeassistant-custom-component) with:
   with ``model_pack: INSTALLED_PACK`` finds its models without a download;
 * ``mock_setup_entry``: the integration's ``async_setup_entry`` and
   ``async_unload_entry`` replaced, for tests of flows that create or reload an entry
-  and check the flow, not the set-up.
+  and check the flow, not the set-up;
+* ``no_deprecations`` (autouse): the test fails when Home Assistant logged that upr_faces
+  uses something deprecated ("Detected that custom integration...", "will stop
+  working", "deprecated"), or a deprecation warning was raised from the integration's
+  code, on whichever Home Assistant runs the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Final
 from unittest.mock import AsyncMock, patch
@@ -34,7 +40,9 @@ from custom_components.upr_faces.const import DOMAIN
 from ..conftest import LabelledPhoto
 from ..streams import make_clip
 from ..upr_server import UprServer
-from .common import SHOWN, gallery_photos
+from .common import DEPRECATION, SHOWN, gallery_photos
+
+INTEGRATION_CODE: Final = str(Path(__file__).resolve().parents[2] / "custom_components")
 
 INSTALLED_PACK: Final = "buffalo_sc"
 """The official pack name under which ``installed_pack`` installs the shared test pack.
@@ -46,6 +54,46 @@ recognizer serve under that name (the real buffalo_sc has a 512-d recognizer).""
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/upr_faces."""
+
+
+def deprecations_logged(records: list[logging.LogRecord]) -> list[str]:
+    """The log lines in which Home Assistant reports a deprecated use by upr_faces."""
+    found = []
+    for record in records:
+        message = record.getMessage()
+        ours = DOMAIN in message or record.name.startswith(f"custom_components.{DOMAIN}")
+        if ours and DEPRECATION.search(message):
+            found.append(f"{record.levelname} {record.name}: {message}")
+    return found
+
+
+_RAISED: dict[str, list[str]] = {}
+
+
+def pytest_warning_recorded(
+    warning_message: warnings.WarningMessage, when: str, nodeid: str, location: object
+) -> None:
+    """Keep the deprecation warnings raised from the integration's code, by test."""
+    if issubclass(warning_message.category, DeprecationWarning) and (
+        str(warning_message.filename).startswith(INTEGRATION_CODE)
+        or DOMAIN in str(warning_message.message)
+    ):
+        _RAISED.setdefault(nodeid, []).append(
+            f"{warning_message.category.__name__} at {warning_message.filename}:"
+            f"{warning_message.lineno}: {warning_message.message}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def no_deprecations(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Fail the test on any deprecation Home Assistant reports about upr_faces."""
+    yield
+    found = deprecations_logged(caplog.get_records("setup") + caplog.get_records("call"))
+    found += _RAISED.pop(request.node.nodeid, [])
+    if found:
+        pytest.fail("Home Assistant reports deprecated use by upr_faces:\n" + "\n".join(found))
 
 
 @pytest.fixture(autouse=True)

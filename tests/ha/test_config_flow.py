@@ -23,12 +23,15 @@ from unittest.mock import AsyncMock, patch
 
 import pytest
 import voluptuous as vol
-import voluptuous_serialize
 from aiohttp import web
-from homeassistant.config_entries import SOURCE_USER, ConfigFlowResult, SubentryFlowResult
+from homeassistant.config_entries import (
+    SOURCE_USER,
+    ConfigEntryState,
+    ConfigFlowResult,
+    SubentryFlowResult,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESSED, FlowResultType
-from homeassistant.helpers import config_validation as cv
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.upr_faces.config_flow import (
@@ -66,6 +69,7 @@ from custom_components.upr_faces.const import (
 from custom_components.upr_faces.engine.sources import UsbCamera
 
 from ..upr_server import UprServer
+from .common import serialize_schema, start_camera_reconfigure
 from .conftest import INSTALLED_PACK
 
 INTEGRATION = Path(__file__).resolve().parents[2] / "custom_components" / DOMAIN
@@ -78,10 +82,7 @@ SECRET = "s3cret-Pw"
 
 def _shown(result: Mapping[str, Any]) -> str:
     """The form as the frontend receives it (defaults and suggested values included)."""
-    schema = voluptuous_serialize.convert(
-        result["data_schema"], custom_serializer=cv.custom_serializer
-    )
-    return json.dumps(schema)
+    return json.dumps(serialize_schema(result["data_schema"]))
 
 
 def _suggested(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -599,6 +600,58 @@ async def test_custom_model_dir(
     assert result["data"][CONF_MODEL_DIR] == str(test_pack)
 
 
+async def test_folders_the_host_refuses(
+    hass: HomeAssistant, tmp_path: Path, test_pack: Path
+) -> None:
+    """Where the operating system refuses access (as it does to a non-root Home
+    Assistant), the folder and model steps say so instead of failing."""
+    result = await _start(hass, SOURCE_FOLDER)
+    with patch("custom_components.upr_faces.config_flow.os.access", return_value=False):
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_GALLERY_DIR: str(tmp_path / "gallery")}
+        )
+    assert result["errors"] == {CONF_GALLERY_DIR: "folder_not_writable"}
+
+    result = await _to_models(hass, tmp_path / "gallery")
+    flow_id = result["flow_id"]
+    await hass.config_entries.flow.async_configure(flow_id, {CONF_MODEL_PACK: MODEL_PACK_CUSTOM})
+    denied = PermissionError(13, "Permission denied", str(test_pack))
+    with patch("custom_components.upr_faces.config_flow.find_pack", side_effect=denied):
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {CONF_MODEL_DIR: str(test_pack)}
+        )
+    assert result["errors"] == {CONF_MODEL_DIR: "invalid_model_dir"}
+    assert result["description_placeholders"]["folder"] == str(test_pack)
+    assert "SCRFD" in result["description_placeholders"]["missing"]
+
+
+async def test_model_download_unexpected_error(
+    hass: HomeAssistant, tmp_path: Path, mirror: PackMirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error nobody foresaw in the download ends on the failure form, logged once,
+    and a progress refresh that comes after the end does nothing."""
+    result = await _to_models(hass, tmp_path / "gallery")
+    flow_id = result["flow_id"]
+    with patch(
+        "custom_components.upr_faces.config_flow.async_fetch_pack",
+        side_effect=RuntimeError("disk on fire"),
+    ):
+        result = await hass.config_entries.flow.async_configure(
+            flow_id, {CONF_MODEL_PACK: DOWNLOADED_PACK}
+        )
+        assert result["type"] is FlowResultType.SHOW_PROGRESS
+        flow = hass.config_entries.flow._progress[flow_id]
+        task = flow._download
+        await hass.async_block_till_done()
+    assert task is not None
+    assert task.done()
+    await flow._async_refresh_progress()  # late: the task is done, nothing is shown
+    result = await hass.config_entries.flow.async_configure(flow_id)
+    assert result["step_id"] == "download_failed"
+    assert caplog.text.count("Unexpected error installing model pack buffalo_sc") == 1
+    assert mirror.requests == 0
+
+
 # ------------------------------------------------------------------------------ options
 
 
@@ -782,6 +835,57 @@ async def test_reconfigure_folder(
     await hass.async_block_till_done()
 
 
+@pytest.mark.usefixtures("installed_pack", "socket_enabled")
+async def test_reconfigure_reloads_a_loaded_entry_once(hass: HomeAssistant, tmp_path: Path) -> None:
+    """A loaded entry (with its update listener) is set up again exactly once."""
+    from custom_components import upr_faces
+
+    entry = _folder_entry(tmp_path / "gallery")
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    with (
+        patch.object(upr_faces, "async_setup_entry", wraps=upr_faces.async_setup_entry) as setup,
+        patch.object(upr_faces, "async_unload_entry", wraps=upr_faces.async_unload_entry) as unload,
+    ):
+        result = await entry.start_reconfigure_flow(hass)
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {CONF_GALLERY_DIR: str(tmp_path / "moved")}
+        )
+        assert result["reason"] == "reconfigure_successful"
+        await hass.async_block_till_done()
+        assert (setup.call_count, unload.call_count) == (1, 1)
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.runtime_data.folder.is_dir()
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.usefixtures("installed_pack")
+async def test_reauth_of_a_refused_entry_sets_it_up_once(
+    hass: HomeAssistant, upr_server: UprServer
+) -> None:
+    """An entry stopped by a refused key has no listener: the reauth sets it up, once."""
+    from custom_components import upr_faces
+
+    entry = _registry_entry(upr_server, **{CONF_API_KEY: "revoked-key"})
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert [flow["context"]["source"] for flow in flows] == ["reauth"]
+    with patch.object(upr_faces, "async_setup_entry", wraps=upr_faces.async_setup_entry) as setup:
+        result = await hass.config_entries.flow.async_configure(
+            flows[0]["flow_id"], {CONF_API_KEY: upr_server.key}
+        )
+        assert result["reason"] == "reauth_successful"
+        await hass.async_block_till_done()
+        assert setup.call_count == 1
+    assert entry.state is ConfigEntryState.LOADED
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
 # ------------------------------------------------------------------------------ cameras
 
 
@@ -949,7 +1053,7 @@ async def test_camera_reconfigure_keeps_masked_password(
     entry.add_to_hass(hass)
     door = next(s for s in entry.subentries.values() if s.title == "Door")
 
-    result = await entry.start_subentry_reconfigure_flow(hass, SUBENTRY_CAMERA, door.subentry_id)
+    result = await start_camera_reconfigure(hass, entry, door.subentry_id)
     assert result["step_id"] == "reconfigure"
     assert result["description_placeholders"] == {"camera": "Door"}
     assert _suggested(result) == {CONF_NAME: "Door", CONF_SOURCE: masked}
@@ -966,7 +1070,7 @@ async def test_camera_reconfigure_keeps_masked_password(
     assert door.title == "Front door"
 
     # another host, the masks left in place: the secrets follow
-    result = await entry.start_subentry_reconfigure_flow(hass, SUBENTRY_CAMERA, door.subentry_id)
+    result = await start_camera_reconfigure(hass, entry, door.subentry_id)
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"],
         {
@@ -984,7 +1088,7 @@ async def test_camera_reconfigure_keeps_masked_password(
     assert door.data[CONF_MATCH_THRESHOLD] == 0.8
 
     # a new password replaces the old one; an invalid source or a duplicate is refused
-    result = await entry.start_subentry_reconfigure_flow(hass, SUBENTRY_CAMERA, door.subentry_id)
+    result = await start_camera_reconfigure(hass, entry, door.subentry_id)
     assert SECRET not in _shown(result)
     flow_id = result["flow_id"]
     result = await hass.config_entries.subentries.async_configure(
@@ -1000,7 +1104,7 @@ async def test_camera_reconfigure_keeps_masked_password(
         "rtsp://admin:n3w@cam3.example/s1"
     )
 
-    result = await entry.start_subentry_reconfigure_flow(hass, SUBENTRY_CAMERA, door.subentry_id)
+    result = await start_camera_reconfigure(hass, entry, door.subentry_id)
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_NAME: "Front door", CONF_SOURCE: "rtsp://cam2.example/live"}
     )
@@ -1018,7 +1122,7 @@ async def test_camera_mask_without_stored_secret_is_refused(
     )
     entry.add_to_hass(hass)
     (hall,) = entry.subentries.values()
-    result = await entry.start_subentry_reconfigure_flow(hass, SUBENTRY_CAMERA, hall.subentry_id)
+    result = await start_camera_reconfigure(hass, entry, hall.subentry_id)
     for source in ("rtsp://user:***@cam.example/live", "rtsp://[::1:***/live"):
         result = await hass.config_entries.subentries.async_configure(
             result["flow_id"], {CONF_NAME: "Hall", CONF_SOURCE: source}

@@ -37,7 +37,7 @@ from custom_components.upr_faces.logbook import async_describe_events
 from ..conftest import LabelledPhoto
 from ..streams import closed_port
 from ..upr_server import UprServer
-from .common import camera, folder_entry, make_gallery, registry_entry, wait_for
+from .common import camera, find_device, folder_entry, make_gallery, registry_entry, wait_for
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ async def test_folder_entry_operations(
 
     # devices: only a camera that is gone may be deleted by hand
     registry = dr.async_get(hass)
-    door_device = registry.async_get_device({(DOMAIN, f"{entry.entry_id}_{door_id}")})
+    door_device = find_device(hass, entry.entry_id, f"{entry.entry_id}_{door_id}")
     assert door_device is not None
     assert not await async_remove_config_entry_device(hass, entry, door_device)
     gone = registry.async_get_or_create(
