@@ -28,6 +28,13 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID = "http://127.0.0.1/"
 USERNAME = "operator"
+DASHBOARD = "upr-faces"
+
+HTTP_BLOCK = """\
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+"""
 
 CONFIGURATION = """\
 homeassistant:
@@ -38,10 +45,7 @@ homeassistant:
   language: {language}
   currency: EUR
   internal_url: http://127.0.0.1:{port}
-http:
-  server_host: 127.0.0.1
-  server_port: {port}
-frontend:
+{http}frontend:
 config:
 api:
 logbook:
@@ -88,7 +92,8 @@ def write_config(config_dir: Path, port: int, language: str = "en") -> None:
     """A minimal configuration: no integration that needs the internet or extra packages."""
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "configuration.yaml").write_text(
-        CONFIGURATION.format(port=port, language=language), encoding="utf-8"
+        CONFIGURATION.format(port=port, language=language, http=HTTP_BLOCK.format(port=port)),
+        encoding="utf-8",
     )
     target = config_dir / "custom_components" / "upr_faces"
     if not target.exists():
@@ -164,6 +169,53 @@ async def onboard(base_url: str, language: str = "en", password: str | None = No
     return Login(USERNAME, password, tokens["access_token"], tokens["refresh_token"])
 
 
+async def keep_http_config(hass: Hass, token: str, language: str) -> None:
+    """Make the ``http:`` settings of configuration.yaml the ones Home Assistant keeps.
+
+    Home Assistant 2026 moves them into its storage as a *pending* configuration that it
+    reverts (with a restart) after five minutes unless an admin confirms it: confirm it
+    (``http/config/promote``) and drop the block from the YAML, which is ignored from
+    then on. Older releases have no such command and read the YAML at every start.
+    """
+    try:
+        await websocket_call(hass.base_url, token, {"type": "http/config/promote"})
+    except WebsocketError as err:
+        if err.code == "unknown_command":
+            return
+        raise
+    port = int(hass.base_url.rsplit(":", 1)[1])
+    (hass.config_dir / "configuration.yaml").write_text(
+        CONFIGURATION.format(port=port, language=language, http=""), encoding="utf-8"
+    )
+
+
+async def save_dashboard(base_url: str, token: str, url_path: str, config: dict[str, Any]) -> str:
+    """Create a dashboard of its own (once) and save ``config`` in it; its path.
+
+    Home Assistant 2026 no longer shows a configuration saved without ``url_path`` at
+    ``/lovelace``; a dashboard of its own works on every supported release.
+    """
+    dashboards = await websocket_call(base_url, token, {"type": "lovelace/dashboards/list"})
+    if not any(item["url_path"] == url_path for item in dashboards):
+        await websocket_call(
+            base_url,
+            token,
+            {
+                "type": "lovelace/dashboards/create",
+                "url_path": url_path,
+                "title": str(config.get("title") or url_path),
+                "icon": "mdi:cctv",
+                "mode": "storage",
+                "require_admin": False,
+                "show_in_sidebar": True,
+            },
+        )
+    await websocket_call(
+        base_url, token, {"type": "lovelace/config/save", "url_path": url_path, "config": config}
+    )
+    return f"/{url_path}"
+
+
 async def _flow(
     session: aiohttp.ClientSession, url: str, token: str, payload: dict[str, Any]
 ) -> dict[str, Any]:
@@ -233,6 +285,14 @@ async def add_camera(base_url: str, token: str, entry_id: str, name: str, source
             raise RuntimeError(f"camera flow ended with {result}")
 
 
+class WebsocketError(RuntimeError):
+    """A websocket command answered with an error."""
+
+    def __init__(self, command: str, error: dict[str, Any]) -> None:
+        super().__init__(f"{command}: {error}")
+        self.code = str(error.get("code"))
+
+
 async def websocket_call(base_url: str, token: str, message: dict[str, Any]) -> Any:
     """One websocket command (authenticated); its result."""
     async with (
@@ -249,7 +309,7 @@ async def websocket_call(base_url: str, token: str, message: dict[str, Any]) -> 
             reply = await ws.receive_json()
             if reply.get("id") == 1 and reply.get("type") == "result":
                 if not reply["success"]:
-                    raise RuntimeError(f"{message['type']}: {reply['error']}")
+                    raise WebsocketError(message["type"], reply["error"])
                 return reply.get("result")
 
 
@@ -323,15 +383,14 @@ async def run_demo(port: int, models: Path, faces: Path, config_dir: Path, langu
         print(f"demo: starting Home Assistant (log: {hass.log})…", file=sys.stderr)
         await wait_until_up(hass)
         login = await onboard(hass.base_url, language)
+        await keep_http_config(hass, login.token, language)
         entry_id = await setup_folder_entry(hass.base_url, login.token, gallery, models)
         await add_camera(hass.base_url, login.token, entry_id, "Entrée", f"file://{clip}")
-        await websocket_call(
-            hass.base_url,
-            login.token,
-            {"type": "lovelace/config/save", "config": dashboard("camera.entree")},
+        path = await save_dashboard(
+            hass.base_url, login.token, DASHBOARD, dashboard("camera.entree")
         )
         print(
-            f"\nUPR Faces demo on {hass.base_url}\n  user:     {login.username}\n"
+            f"\nUPR Faces demo on {hass.base_url}{path}/watch\n  user:     {login.username}\n"
             f"  password: {login.password}\n"
             "A match appears within a minute on the dashboard. Ctrl-C stops the demo.\n",
             flush=True,

@@ -253,6 +253,7 @@ class Stack:
     camera_entity: str
     dashboard_path: str
     config_dir: Path
+    log: Path
     clip: Path
     operator: dict[str, str] = field(default_factory=dict)
 
@@ -383,6 +384,7 @@ def upr_stack(
         base_url = hass.base_url
         run_async(lambda: hass_demo.wait_until_up(hass, 150), timeout=160)
         owner = run_async(lambda: hass_demo.onboard(base_url, "en"))
+        run_async(lambda: hass_demo.keep_http_config(hass, owner.token, "en"))
         entry_id = run_async(
             lambda: hass_demo.setup_registry_entry(
                 base_url, owner.token, api_url, API_KEY, test_pack
@@ -406,11 +408,9 @@ def upr_stack(
             ]
 
         cameras = wait_until(camera_entities, "the camera entity of UPR Faces", 60, interval=0.5)
-        run_async(
-            lambda: hass_demo.websocket_call(
-                base_url,
-                owner.token,
-                {"type": "lovelace/config/save", "config": dashboard_config(cameras[0])},
+        dashboard = run_async(
+            lambda: hass_demo.save_dashboard(
+                base_url, owner.token, "upr-alerts", dashboard_config(cameras[0])
             )
         )
         operator = {"name": "Opératrice Martin", "username": "martin", "password": "mot-de-passe-7"}
@@ -425,8 +425,9 @@ def upr_stack(
             owner_name="Operator",
             entry_id=entry_id,
             camera_entity=cameras[0],
-            dashboard_path="/lovelace/alerts",
+            dashboard_path=f"{dashboard}/alerts",
             config_dir=config_dir,
+            log=hass.log,
             clip=clip,
             operator=operator,
         )
