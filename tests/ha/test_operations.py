@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from homeassistant.components.camera import async_get_image
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
@@ -27,9 +30,12 @@ from custom_components.upr_faces import async_remove_config_entry_device
 from custom_components.upr_faces.const import (
     CONF_COOLDOWN,
     CONF_MODEL_DIR,
+    CONF_NAME,
+    CONF_SOURCE,
     DOMAIN,
     EVENT_AUDIT,
     EVENT_MATCH,
+    SUBENTRY_CAMERA,
 )
 from custom_components.upr_faces.coordinator import storage_folder
 from custom_components.upr_faces.logbook import async_describe_events
@@ -291,9 +297,12 @@ async def test_alert_feed_over_websocket(
     labelled_photos: list[LabelledPhoto],
     tmp_path: Path,
 ) -> None:
-    """The card's feed: a snapshot, then each new alert and each verdict, signed URLs."""
+    """The card's feed: a snapshot, then each new alert and each verdict, signed URLs.
+
+    The camera is added only once the feed is subscribed, so no alert can come before the
+    snapshot however slow the machine (adding it reloads the entry; the feed stays on)."""
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
-    entry = folder_entry(gallery, test_pack, camera(clip))
+    entry = folder_entry(gallery, test_pack)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     client = await hass_ws_client(hass)
@@ -302,6 +311,10 @@ async def test_alert_feed_over_websocket(
     assert result["success"] is True
     snapshot = await client.receive_json()
     assert snapshot["event"] == {"type": "snapshot", "alerts": []}
+    door = camera(clip)
+    hass.config_entries.async_add_subentry(
+        entry, ConfigSubentry(**{**door, "data": MappingProxyType(door["data"])})
+    )
     message = await client.receive_json()
     alert = message["event"]["alert"]
     assert message["event"]["type"] == "alert"
@@ -365,3 +378,71 @@ async def test_cooldown_survives_reload(
     assert not worker.cooldown.allow(camera_id, person, "match", 1, time.monotonic())
     assert worker.cooldown.allow(camera_id, "someone_else", "match", 1, time.monotonic())
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_devices_of_two_galleries(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    upr_server: UprServer,
+    test_pack: Path,
+    tmp_path: Path,
+) -> None:
+    """Each entry has a hub named "UPR Faces" whatever its title (a second gallery's hub
+    entities get ``_2`` ids), with the integration's version, the pack and a link to the
+    registry; a camera's device hangs off its hub, links to an HTTP camera's page without
+    credentials, and is the only device of its subentry."""
+    folder = folder_entry(tmp_path / "gallery", test_pack)
+    folder.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(folder.entry_id)
+    online = registry_entry(upr_server, test_pack, tmp_path / "door.mp4")
+    online.add_to_hass(hass)
+    hass.config_entries.async_update_entry(online, title="Registre de Lyon")
+    hass.config_entries.async_add_subentry(
+        online,
+        ConfigSubentry(
+            data=MappingProxyType(
+                {CONF_NAME: "Hall", CONF_SOURCE: "http://op:pw@192.0.2.9:81/v.mjpg"}
+            ),
+            subentry_type=SUBENTRY_CAMERA,
+            title="Hall",
+            unique_id="hall",
+        ),
+    )
+    assert await hass.config_entries.async_setup(online.entry_id)
+    await hass.async_block_till_done()
+
+    manifest = json.loads(
+        (Path(__file__).parents[2] / "custom_components" / DOMAIN / "manifest.json").read_text()
+    )
+    hubs = {}
+    for entry in (folder, online):
+        hub = find_device(hass, entry.entry_id, entry.entry_id)
+        assert hub is not None
+        assert hub.name == "UPR Faces"
+        assert hub.sw_version == manifest["version"]
+        assert hub.model == test_pack.name
+        hubs[entry.entry_id] = hub
+    assert hubs[folder.entry_id].configuration_url is None
+    assert hubs[online.entry_id].configuration_url == f"{upr_server.origin}/"
+
+    entities = er.async_get(hass)
+    first = entities.async_get_entity_id("sensor", DOMAIN, f"{folder.entry_id}_active_streams")
+    second = entities.async_get_entity_id("sensor", DOMAIN, f"{online.entry_id}_active_streams")
+    assert (first, second) == (
+        "sensor.upr_faces_active_streams",
+        "sensor.upr_faces_active_streams_2",
+    )
+
+    hall_id = next(sub_id for sub_id, sub in online.subentries.items() if sub.title == "Hall")
+    hall = find_device(hass, online.entry_id, f"{online.entry_id}_{hall_id}")
+    assert hall is not None
+    assert hall.via_device_id == hubs[online.entry_id].id
+    assert hall.configuration_url == "http://192.0.2.9:81/"
+    assert hall.name == "Hall"
+    camera_entity = entities.async_get_entity_id(
+        "camera", DOMAIN, f"{online.entry_id}_{hall_id}_live"
+    )
+    assert camera_entity is not None
+    assert entities.async_get(camera_entity).device_id == hall.id
+    for entry in (folder, online):
+        assert await hass.config_entries.async_unload(entry.entry_id)
