@@ -343,7 +343,7 @@ def dashboard(camera_entity: str) -> dict[str, Any]:
 def build_demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
     """A gallery (all photos but the first of each person) and a clip of the first ones."""
     sys.path.insert(0, str(ROOT))
-    from custom_components.upr_faces.engine.clips import build_clip
+    from upr_faces_dev.clips import build_clip
 
     gallery = work / "gallery"
     firsts: dict[str, Path] = {}

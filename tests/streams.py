@@ -44,7 +44,7 @@ import numpy as np
 from aiohttp import web
 from numpy.typing import NDArray
 
-from custom_components.upr_faces.engine.clips import Timeline, build_clip
+from upr_faces_dev.clips import Timeline, build_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMULATE_RTSP = ROOT / "scripts" / "simulate_rtsp"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_components.upr_faces.engine.cli import main
+from upr_faces_engine.cli import main
 
 from .conftest import ROOT, LabelledPhoto
 
@@ -93,7 +93,7 @@ def test_missing_pack_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_module_entry_point_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "custom_components.upr_faces.engine", "--help"],
+        [sys.executable, "-m", "upr_faces_engine", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

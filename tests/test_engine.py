@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_components.upr_faces.engine.analyzer import (
+from upr_faces_engine.analyzer import (
     Analyzer,
     decode_image,
     read_image,
     resolve_providers,
 )
-from custom_components.upr_faces.engine.detector import nms
-from custom_components.upr_faces.engine.embedder import ARCFACE_TEMPLATE, similarity_transform
-from custom_components.upr_faces.engine.errors import ImageError
-from custom_components.upr_faces.engine.models import find_pack
+from upr_faces_engine.detector import nms
+from upr_faces_engine.embedder import ARCFACE_TEMPLATE, similarity_transform
+from upr_faces_engine.errors import ImageError
+from upr_faces_engine.models import find_pack
 
 from .conftest import LabelledPhoto
 

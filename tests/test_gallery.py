@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_components.upr_faces.engine.analyzer import Analyzer
-from custom_components.upr_faces.engine.gallery import (
+from upr_faces_engine.analyzer import Analyzer
+from upr_faces_engine.gallery import (
     EmbeddingCache,
     Gallery,
     Person,
     Thresholds,
     load_folder,
 )
-from custom_components.upr_faces.engine.models import find_pack
+from upr_faces_engine.models import find_pack
 
 from .conftest import LabelledPhoto
 

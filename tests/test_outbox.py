@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from custom_components.upr_faces.engine.outbox import Outbox, OutboxFullError
-from custom_components.upr_faces.engine.upr_client import (
+from upr_faces_engine.outbox import Outbox, OutboxFullError
+from upr_faces_engine.upr_client import (
     RetryPolicy,
     UprAuthError,
     UprClient,

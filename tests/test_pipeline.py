@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from custom_components.upr_faces.engine.alerts import CooldownGate, MatchEvent
-from custom_components.upr_faces.engine.analyzer import Analyzer, read_image
-from custom_components.upr_faces.engine.gallery import Gallery, Thresholds, load_folder
-from custom_components.upr_faces.engine.models import find_pack
-from custom_components.upr_faces.engine.pipeline import CameraWorker, Pipeline, PipelineConfig
+from upr_faces_engine.alerts import CooldownGate, MatchEvent
+from upr_faces_engine.analyzer import Analyzer, read_image
+from upr_faces_engine.gallery import Gallery, Thresholds, load_folder
+from upr_faces_engine.models import find_pack
+from upr_faces_engine.pipeline import CameraWorker, Pipeline, PipelineConfig
 
 from .conftest import LabelledPhoto
 

@@ -13,6 +13,7 @@ import json
 import re
 import string
 import struct
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,10 +235,12 @@ def test_brand_images() -> None:
 
 
 def test_licence() -> None:
-    """The HACS action needs a LICENSE; it says what pyproject.toml says (MIT)."""
+    """The HACS action needs a LICENSE; the packages' metadata say the same (MIT)."""
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License")
-    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for project in (INTEGRATION / "engine", ROOT / "tools"):
+        metadata = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+        assert metadata["project"]["license"] == {"text": "MIT"}, project
 
 
 def test_validation_workflow_runs_hassfest_and_hacs() -> None:
@@ -368,3 +371,10 @@ def test_quality_scale_names_the_level_reached() -> None:
             break
         reached = tier
     assert MANIFEST["quality_scale"] == reached
+
+
+def test_engine_and_integration_versions_agree() -> None:
+    """One release: the integration and the engine it starts carry the same version."""
+    engine = tomllib.loads((INTEGRATION / "engine" / "pyproject.toml").read_text(encoding="utf-8"))
+    tools = tomllib.loads((ROOT / "tools" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert engine["project"]["version"] == MANIFEST["version"] == tools["project"]["version"]

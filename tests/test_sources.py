@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from custom_components.upr_faces.engine import sources
-from custom_components.upr_faces.engine.clips import Timeline
-from custom_components.upr_faces.engine.errors import ImageError
-from custom_components.upr_faces.engine.sources import (
+from upr_faces_dev.clips import Timeline
+from upr_faces_engine.errors import ImageError
+from upr_faces_engine.sources import (
     CameraSource,
     Frame,
     InvalidSourceError,
@@ -33,7 +32,10 @@ from custom_components.upr_faces.engine.sources import (
     mask_url,
     parse_source,
     scan_usb,
+    usb,
 )
+from upr_faces_engine.sources.stream import decode_jpeg
+from upr_faces_engine.sources.usb import _sys_name
 
 from .streams import (
     ROOT,
@@ -226,7 +228,7 @@ def test_frame_is_lazy_immutable_and_converted_once() -> None:
 
 
 def test_corrupt_jpeg_raises_image_error() -> None:
-    frame = Frame(sources._decode_jpeg(b"\xff\xd8 not a jpeg"), 0.0, 1)
+    frame = Frame(decode_jpeg(b"\xff\xd8 not a jpeg"), 0.0, 1)
     with pytest.raises(ImageError):
         _ = frame.image
 
@@ -301,7 +303,7 @@ def test_rtsp_server_loops_the_clip(short_clip: Timeline, cameras: Cameras) -> N
 def test_rtsp_credentials_are_used_and_never_shown(
     clip: Timeline, cameras: Cameras, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="custom_components.upr_faces.engine.sources")
+    caplog.set_level(logging.DEBUG, logger="upr_faces_engine.sources")
     with rtsp_server(clip.path, user="admin", password="Sup3rSecret") as server:
         good = cameras(server.url)
         bad = cameras(server.url_with("admin", "WrongPa55"))
@@ -320,7 +322,7 @@ def test_rtsp_credentials_are_used_and_never_shown(
 def test_rtsp_server_killed_then_back(
     clip: Timeline, cameras: Cameras, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="custom_components.upr_faces.engine.sources")
+    caplog.set_level(logging.INFO, logger="upr_faces_engine.sources")
     with rtsp_server(clip.path) as server:
         camera = cameras(server.url)
         assert camera.wait_newer(0, timeout=5) is not None
@@ -578,9 +580,9 @@ class FakeCapture:
 def test_usb_with_fake_capture(monkeypatch: pytest.MonkeyPatch, cameras: Cameras) -> None:
     FakeCapture.opened = []
     monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
-    monkeypatch.setattr(sources, "_device_exists", lambda index: True)
+    monkeypatch.setattr(usb, "_device_exists", lambda index: True)
     found = scan_usb(4)
-    assert found == [UsbCamera(0, 640, 480, sources._sys_name(0) or "video0")]
+    assert found == [UsbCamera(0, 640, 480, _sys_name(0) or "video0")]
     assert found[0].source == "usb:0"
     assert all(capture.released for capture in FakeCapture.opened)
     camera = cameras("usb:0")

@@ -11,16 +11,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from custom_components.upr_faces.engine.analyzer import Analyzer
-from custom_components.upr_faces.engine.gallery import (
+from upr_faces_engine.analyzer import Analyzer
+from upr_faces_engine.gallery import (
     CACHE_FILE,
     EmbeddingCache,
     FloatArray,
     Gallery,
 )
-from custom_components.upr_faces.engine.models import find_pack
-from custom_components.upr_faces.engine.sync import GallerySync, model_matches, sync_gallery_cli
-from custom_components.upr_faces.engine.upr_client import (
+from upr_faces_engine.models import find_pack
+from upr_faces_engine.sync import GallerySync, model_matches, sync_gallery_cli
+from upr_faces_engine.upr_client import (
     RetryPolicy,
     UprAuthError,
     UprClient,

@@ -19,16 +19,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from custom_components.upr_faces.engine.devserver import (
+from upr_faces_dev.devserver import (
     DevRegistry,
     FolderSource,
     create_app,
 )
-from custom_components.upr_faces.engine.devserver import (
+from upr_faces_dev.devserver import (
     main as devserver_main,
 )
-from custom_components.upr_faces.engine.errors import UprFacesError
-from custom_components.upr_faces.engine.upr_client import (
+from upr_faces_engine.errors import UprFacesError
+from upr_faces_engine.upr_client import (
     InvalidEntryError,
     RetryPolicy,
     UprAuthError,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from custom_components.upr_faces.engine.cli import main
+from upr_faces_engine.cli import main
 
 from .conftest import LabelledPhoto
 from .streams import make_clip

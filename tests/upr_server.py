@@ -1,6 +1,6 @@
 """A UPR registry for tests: the development server's application on 127.0.0.1, with knobs.
 
-The contract is served by :mod:`custom_components.upr_faces.engine.devserver` (the same
+The contract is served by :mod:`upr_faces_dev.devserver` (the same
 code as ``scripts/upr_dev_server``); this adds faults in front of it::
 
     async with UprServer() as server:          # needs pytest-socket's ``socket_enabled``
@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from custom_components.upr_faces.engine.devserver import DevRegistry, create_app
+from upr_faces_dev.devserver import DevRegistry, create_app
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

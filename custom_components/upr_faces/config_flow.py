@@ -79,15 +79,15 @@ from .const import (
     SUBENTRY_CAMERA,
 )
 from .coordinator import models_folder
-from .engine.errors import ModelPackError, UprFacesError
-from .engine.models import (
+from .engine.upr_faces_engine.errors import ModelPackError, UprFacesError
+from .engine.upr_faces_engine.models import (
     ModelPackMissingError,
     async_fetch_pack,
     ensure_pack,
     find_pack,
     official_pack,
 )
-from .engine.sources import (
+from .engine.upr_faces_engine.sources import (
     InvalidSourceError,
     SourceKind,
     SourceSpec,
@@ -96,7 +96,12 @@ from .engine.sources import (
     parse_source,
     scan_usb,
 )
-from .engine.upr_client import RetryPolicy, UprAuthError, UprClient, UprConnectionError
+from .engine.upr_faces_engine.upr_client import (
+    RetryPolicy,
+    UprAuthError,
+    UprClient,
+    UprConnectionError,
+)
 from .validation import vol
 
 _LOGGER = logging.getLogger(__name__)

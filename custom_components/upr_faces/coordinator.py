@@ -67,16 +67,22 @@ from .const import (
     STATS_INTERVAL,
     SUBENTRY_CAMERA,
 )
-from .engine.alerts import AlertTier, MatchEvent
-from .engine.analyzer import Analyzer
-from .engine.errors import ModelPackError, UprFacesError
-from .engine.gallery import CACHE_FILE, EmbeddingCache, Gallery, Thresholds, load_folder
-from .engine.models import ModelPack, ensure_pack, official_pack
-from .engine.outbox import Outbox
-from .engine.pipeline import Pipeline, PipelineConfig
-from .engine.sources import CameraSource, mask_url, scan_usb
-from .engine.sync import GallerySync
-from .engine.upr_client import UprAuthError, UprClient
+from .engine.upr_faces_engine.alerts import AlertTier, MatchEvent
+from .engine.upr_faces_engine.analyzer import Analyzer
+from .engine.upr_faces_engine.errors import ModelPackError, UprFacesError
+from .engine.upr_faces_engine.gallery import (
+    CACHE_FILE,
+    EmbeddingCache,
+    Gallery,
+    Thresholds,
+    load_folder,
+)
+from .engine.upr_faces_engine.models import ModelPack, ensure_pack, official_pack
+from .engine.upr_faces_engine.outbox import Outbox
+from .engine.upr_faces_engine.pipeline import Pipeline, PipelineConfig
+from .engine.upr_faces_engine.sources import CameraSource, mask_url, scan_usb
+from .engine.upr_faces_engine.sync import GallerySync
+from .engine.upr_faces_engine.upr_client import UprAuthError, UprClient
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from homeassistant.core import HomeAssistant
 
 from .const import CONF_API_KEY, CONF_API_URL, CONF_SOURCE
 from .coordinator import UprFacesConfigEntry, camera_subentries
-from .engine.sources import mask_url
+from .engine.upr_faces_engine.sources import mask_url
 
 # keys whose values identify people or grant access
 TO_REDACT = {

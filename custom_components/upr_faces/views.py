@@ -14,8 +14,8 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 
 from .const import CONF_GALLERY_DIR, DOMAIN
-from .engine.errors import UprFacesError
-from .engine.gallery import person_photos
+from .engine.upr_faces_engine.errors import UprFacesError
+from .engine.upr_faces_engine.gallery import person_photos
 
 SNAPSHOT_URL = "/api/upr_faces/{entry_id}/snapshot/{match_id}/{kind}"
 PHOTO_URL = "/api/upr_faces/{entry_id}/person/{person_id}/photo"

@@ -350,12 +350,13 @@ def upr_stack(
     registry_port = free_port()
     api_url = f"http://127.0.0.1:{registry_port}/api"
     registry_log = (work / "registry.log").open("wb")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    paths = [str(ROOT / "tools"), str(ROOT / "custom_components" / "upr_faces" / "engine")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
     registry = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "custom_components.upr_faces.engine.devserver",
+            "upr_faces_dev.devserver",
             "--dir",
             str(gallery),
             "--key",

@@ -66,7 +66,7 @@ from custom_components.upr_faces.const import (
     SOURCE_REGISTRY,
     SUBENTRY_CAMERA,
 )
-from custom_components.upr_faces.engine.sources import UsbCamera
+from custom_components.upr_faces.engine.upr_faces_engine.sources import UsbCamera
 
 from ..upr_server import UprServer
 from .common import serialize_schema, start_camera_reconfigure
@@ -476,8 +476,8 @@ async def test_model_download_with_progress(
     }
 
     await hass.async_block_till_done()
-    # every percent moved the bar (a refresh each), then the step ended
-    assert len(progressed) > 10
+    # the bar moved as the archive came (256 KiB writes: about ten moves), then the step ended
+    assert len(progressed) >= 5
     result = await hass.config_entries.flow.async_configure(flow_id)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_MODEL_PACK] == DOWNLOADED_PACK

@@ -7,6 +7,7 @@ Heavy modules (numpy, ONNX Runtime, OpenCV) are imported inside the commands, so
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -192,7 +193,14 @@ def cmd_gallery_sync(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Print engine timings, or with ``--streams`` pipeline figures, as JSON."""
-    from . import bench
+    try:  # beside the engine in the repository, not a dependency of it
+        bench: Any = importlib.import_module("upr_faces_dev.bench")
+    except ImportError:
+        _progress(
+            "upr-faces: bench needs the development tools beside the engine: "
+            "pip install ./tools from a clone of the repository"
+        )
+        return 2
 
     if args.streams:
         if not args.clip or not args.gallery:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .analyzer import Analyzer, read_image
-from .gallery import Gallery, Person
-from .models import find_pack
+from upr_faces_engine.analyzer import Analyzer, read_image
+from upr_faces_engine.gallery import Gallery, Person
+from upr_faces_engine.models import find_pack
 
 
 def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -173,10 +173,10 @@ def run_pipeline_bench(
     Every camera decodes its own copy of the stream (as N RTSP cameras would); one analyzer
     is shared. Returns CPU per stream, RSS, analysed fps, latency and dropped samples.
     """
-    from .alerts import MatchEvent
-    from .gallery import EmbeddingCache, load_folder
-    from .pipeline import Pipeline, PipelineConfig
-    from .sources import CameraSource
+    from upr_faces_engine.alerts import MatchEvent
+    from upr_faces_engine.gallery import EmbeddingCache, load_folder
+    from upr_faces_engine.pipeline import Pipeline, PipelineConfig
+    from upr_faces_engine.sources import CameraSource
 
     analyzer = Analyzer(find_pack(models), threads=1, square=False)
     with tempfile.TemporaryDirectory() as cache_dir:

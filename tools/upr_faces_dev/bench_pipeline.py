@@ -36,7 +36,7 @@ def _prepare(faces: Path, work: Path) -> tuple[Path, Path]:
 
 
 def _run(models: Path, clip: Path, gallery: Path, streams: int, seconds: float) -> dict[str, Any]:
-    command = [sys.executable, "-m", "custom_components.upr_faces.engine", "bench"]
+    command = [sys.executable, "-m", "upr_faces_engine", "bench"]
     command += ["--models", str(models), "--streams", str(streams), "--clip", str(clip)]
     command += ["--gallery", str(gallery), "--seconds", str(seconds)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout

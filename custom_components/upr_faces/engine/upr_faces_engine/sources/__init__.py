@@ -1,0 +1,95 @@
+"""Cameras: open a source, keep its newest frame, reconnect by itself.
+
+A camera is named by one string, parsed by :func:`parse_source`:
+
+``usb:N`` or ``/dev/videoN`` (or any ``/dev/...`` V4L2 path, such as a stable
+``/dev/v4l/by-id/...`` link)
+    a local camera, read with OpenCV's V4L2 backend.
+``rtsp://`` / ``rtsps://``
+    an IP camera, read and decoded with PyAV (FFmpeg) over TCP with FFmpeg's
+    low-latency flags.
+``http://`` / ``https://``
+    an MJPEG camera (``multipart/x-mixed-replace``); a URL that answers with a single
+    image is polled as a snapshot camera.
+``file://PATH``
+    a recorded clip, played at its own frame rate and looped for ever (demos and tests).
+
+One :class:`CameraSource` runs one reader thread that reads as fast as the camera sends and
+keeps only the newest frame: a slow consumer skips frames (their ``seq`` jumps) rather than
+falling behind. Consumers call :meth:`CameraSource.latest` or block on
+:meth:`CameraSource.wait_newer`.
+
+Pixels are made lazily. Every H.264 picture must be decoded (each depends on the one
+before), but it stays in FFmpeg's YUV buffer, and an MJPEG part stays compressed, until
+somebody reads :attr:`Frame.image`: converted once, under the frame's lock. A pipeline
+sampling 5 of a camera's 15 frames a second converts 5, not 15 (for MJPEG that saves two
+JPEG decodes of ~3 ms out of three).
+
+Why a hand-written MJPEG reader rather than PyAV's ``mpjpeg`` demuxer: it keeps the JPEG
+bytes as they come (no decode for frames nobody looks at), it speaks Basic and Digest
+authentication, it tolerates the wrong or missing boundaries and lengths that cheap cameras
+send, and above all it owns its socket, so every read has a timeout and
+:meth:`CameraSource.stop` from another thread shuts the socket down and wakes the reader at
+once. FFmpeg can only be interrupted by its own timeout callback, which PyAV does not let us
+trigger: RTSP reads therefore run with a short per-read timeout (``_TICK``) and the reader
+checks for a stop between reads, treating a run of empty reads longer than
+``read_timeout`` as a stall. Only the opening handshake (``open_timeout``, by default
+``read_timeout``) cannot be cut short.
+
+States: ``connecting`` (started, nothing known yet), ``streaming``, ``offline`` (with a
+reason) and ``stopped``. Opening failures and stalls make a camera ``offline``; it retries
+with exponential backoff (``retry_backoff`` doubling up to ``max_backoff``) and comes back
+by itself. A stream that drops after working is retried at once, quietly (at most once per
+``max_backoff``), before the camera is called offline. Going offline is logged once, as
+is coming back. Credentials never appear in logs, reprs, reasons or errors: see
+:func:`mask_url`.
+
+Nothing here imports Home Assistant.
+
+The package: :mod:`.spec` (source strings and masking), :mod:`.stream` (frames),
+:mod:`.mjpeg` (the MJPEG client), :mod:`.camera` (the reader and its back-ends),
+:mod:`.usb` (finding USB cameras).
+"""
+
+from .camera import (
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRY_BACKOFF,
+    DEFAULT_SNAPSHOT_INTERVAL,
+    CameraSource,
+    SourceState,
+    StateListener,
+)
+from .spec import (
+    InvalidSourceError,
+    SourceError,
+    SourceKind,
+    SourceSpec,
+    mask_text,
+    mask_url,
+    parse_source,
+)
+from .stream import Frame, Image, SourceStats
+from .usb import UsbCamera, scan_usb
+
+__all__ = [
+    "DEFAULT_MAX_BACKOFF",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_RETRY_BACKOFF",
+    "DEFAULT_SNAPSHOT_INTERVAL",
+    "CameraSource",
+    "Frame",
+    "Image",
+    "InvalidSourceError",
+    "SourceError",
+    "SourceKind",
+    "SourceSpec",
+    "SourceState",
+    "SourceStats",
+    "StateListener",
+    "UsbCamera",
+    "mask_text",
+    "mask_url",
+    "parse_source",
+    "scan_usb",
+]

@@ -1,0 +1,186 @@
+"""Camera source strings: parsing, validation, and masking the credentials they carry.
+
+Credentials never appear in logs, reprs, reasons or errors: every text that may hold a
+source goes through :func:`mask_url` or :func:`mask_text`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from ..errors import UprFacesError
+
+# the highest /dev/videoN a source may name (USB scans probe fewer)
+MAX_USB_INDEX: Final = 63
+
+_SECRET_QUERY_KEYS: Final = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "psw",
+        "token",
+        "access_token",
+        "auth",
+        "key",
+        "apikey",
+        "api_key",
+        "secret",
+        "sig",
+        "signature",
+    }
+)
+_MASK: Final = "***"
+
+
+class SourceError(UprFacesError):
+    """A camera source string is not valid."""
+
+    key = "invalid_source"
+
+
+class InvalidSourceError(SourceError, ValueError):
+    """Raised by :func:`parse_source`; also a ``ValueError``."""
+
+
+class SourceKind(StrEnum):
+    """What kind of camera a source string names."""
+
+    USB = "usb"
+    RTSP = "rtsp"
+    HTTP = "http"
+    FILE = "file"
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (and secret-looking query values) replaced by ``***``.
+
+    ``rtsp://admin:s3cret@cam/stream?token=x`` becomes
+    ``rtsp://admin:***@cam/stream?token=***``. Strings that are not URLs come back as they
+    are.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _MASK if "@" in url else url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, has_password, _password = userinfo.partition(":")
+        netloc = f"{user}:{_MASK}@{hostport}" if has_password else f"{user}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs):
+            query = urlencode(
+                [(k, _MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs],
+                safe="*",
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _secrets(url: str) -> list[str]:
+    """Every form in which ``url``'s secrets could show up in a message."""
+    found: list[str] = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key.lower() in _SECRET_QUERY_KEYS and value:
+                found += [value, quote(value, safe="")]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def mask_text(text: str, url: str) -> str:
+    """``text`` (an error message, say) with ``url`` and its secrets masked."""
+    masked = text.replace(url, mask_url(url))
+    for secret in _secrets(url):
+        masked = masked.replace(secret, _MASK)
+    return masked
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """A parsed, valid camera source. Its ``repr`` never shows credentials."""
+
+    kind: SourceKind
+    url: str
+    device: int | str | None = None
+    path: Path | None = None
+
+    @property
+    def masked(self) -> str:
+        """The source string, safe to show and log."""
+        return mask_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"SourceSpec({self.kind.value}, {self.masked!r})"
+
+    def __str__(self) -> str:
+        return self.masked
+
+
+_USB_RE: Final = re.compile(r"usb:(\d+)", re.IGNORECASE)
+_DEV_VIDEO_RE: Final = re.compile(r"/dev/video(\d+)")
+_SCHEMES: Final = "usb:N, /dev/videoN, rtsp://, rtsps://, http://, https:// or file://PATH"
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Validate a camera source string; raise :class:`InvalidSourceError` with a clear
+    (credential-free) message when it is not one."""
+    raw = text.strip()
+    if not raw:
+        raise InvalidSourceError("empty camera source")
+    lowered = raw.lower()
+    if lowered.startswith("usb:"):
+        match = _USB_RE.fullmatch(raw)
+        if match is None or int(match.group(1)) > MAX_USB_INDEX:
+            raise InvalidSourceError(
+                f"bad USB camera index in {raw!r}: expected usb:N with N from 0 to {MAX_USB_INDEX}"
+            )
+        return SourceSpec(SourceKind.USB, raw, device=int(match.group(1)))
+    if raw.startswith("/dev/"):
+        match = _DEV_VIDEO_RE.fullmatch(raw)
+        if match is not None:
+            return SourceSpec(SourceKind.USB, raw, device=int(match.group(1)))
+        if raw.startswith("/dev/video"):
+            raise InvalidSourceError(f"bad video device {raw!r}: expected /dev/videoN")
+        return SourceSpec(SourceKind.USB, raw, device=raw)
+    if lowered.startswith("file://"):
+        path = raw[len("file://") :]
+        if not path:
+            raise InvalidSourceError("file:// needs a path, as in file:///clips/door.mp4")
+        return SourceSpec(SourceKind.FILE, raw, path=Path(unquote(path)))
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # validates the port
+    except ValueError as err:
+        raise InvalidSourceError(
+            f"bad camera address {mask_url(raw)!r}: {mask_text(str(err), raw)}"
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme in {"rtsp", "rtsps", "http", "https"}:
+        if not parts.hostname:
+            raise InvalidSourceError(f"no host in camera address {mask_url(raw)!r}")
+        if port == 0:
+            raise InvalidSourceError(f"bad port in camera address {mask_url(raw)!r}")
+        kind = SourceKind.RTSP if scheme.startswith("rtsp") else SourceKind.HTTP
+        return SourceSpec(kind, raw)
+    shown = f"{scheme}://" if scheme else mask_url(raw)
+    raise InvalidSourceError(f"unknown camera source {shown!r}: expected {_SCHEMES}")

@@ -1,0 +1,127 @@
+"""What a camera reader produces (frames, converted to pixels lazily) and its counters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError, dataclass
+
+import av
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ImageError
+
+type Image = NDArray[np.uint8]
+
+# --------------------------------------------------------------------------- frames
+
+
+class Frame:
+    """One picture from a camera: immutable; pixels made once, on first use.
+
+    ``image`` is a BGR ``uint8`` array of shape (height, width, 3), read-only when it comes
+    from a camera (every consumer shares it: copy before drawing); ``captured_at`` is the
+    ``time.monotonic()`` of its arrival; ``seq`` counts the camera's frames from 1 and never
+    goes back, across reconnects. ``Frame(image, captured_at, seq)`` wraps an array (or a
+    function returning one, called at most once, thread-safely).
+    """
+
+    __slots__ = ("_convert", "_image", "_lock", "captured_at", "seq")
+
+    captured_at: float
+    seq: int
+    _image: Image | None
+    _convert: Callable[[], Image] | None
+    _lock: threading.Lock
+
+    def __init__(self, image: Image | Callable[[], Image], captured_at: float, seq: int) -> None:
+        setter = object.__setattr__
+        setter(self, "captured_at", captured_at)
+        setter(self, "seq", seq)
+        if isinstance(image, np.ndarray):
+            setter(self, "_image", image)
+            setter(self, "_convert", None)
+        else:
+            setter(self, "_image", None)
+            setter(self, "_convert", image)
+        setter(self, "_lock", threading.Lock())
+
+    @property
+    def image(self) -> Image:
+        """The pixels (BGR, uint8, HxWx3). Raises :class:`ImageError` for a corrupt frame."""
+        image: Image | None = self._image
+        if image is not None:
+            return image
+        with self._lock:
+            if self._image is None:
+                convert = self._convert
+                assert convert is not None
+                object.__setattr__(self, "_image", convert())
+                object.__setattr__(self, "_convert", None)  # let the decoder's buffer go
+            image = self._image
+            assert image is not None
+            return image
+
+    @property
+    def converted(self) -> bool:
+        """Whether the pixels exist yet (for tests and statistics)."""
+        return self._image is not None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        image = self._image
+        shape = f"{image.shape[1]}x{image.shape[0]}" if image is not None else "lazy"
+        return f"Frame(seq={self.seq}, captured_at={self.captured_at:.3f}, image={shape})"
+
+
+def read_only(image: Image) -> Image:
+    """Frames are shared by every consumer: nobody may draw on the original."""
+    image.flags.writeable = False
+    return image
+
+
+def decode_jpeg(data: bytes) -> Callable[[], Image]:
+    def convert() -> Image:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ImageError("corrupt JPEG frame from camera")
+        return read_only(np.asarray(image, dtype=np.uint8))
+
+    return convert
+
+
+def convert_av(frame: av.VideoFrame) -> Callable[[], Image]:
+    def convert() -> Image:
+        return read_only(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
+
+    return convert
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """Counters of one camera since it was created."""
+
+    frames_read: int
+    reconnects: int
+    last_frame_at: float | None
+    decode_errors: int
+    fps: float
+
+
+class SessionEnd(Exception):
+    """One connection to the camera ended; ``str()`` is the (masked) reason."""
+
+    def __init__(self, reason: str, *, stalled: bool = False) -> None:
+        super().__init__(reason)
+        self.stalled = stalled
+
+
+class Stopped(Exception):
+    """stop() was called while connecting."""
