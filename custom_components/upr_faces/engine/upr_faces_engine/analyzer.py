@@ -28,6 +28,7 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
 }
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
@@ -97,8 +98,15 @@ class _SessionPool:
 _POOL = _SessionPool()
 
 
+def gpu_providers() -> tuple[str, ...]:
+    """What to ask for when the GPU is wanted: TensorRT first where it is installed, CUDA."""
+    if PROVIDERS["tensorrt"] in ort.get_available_providers():
+        return ("tensorrt", "cuda", "cpu")
+    return ("cuda", "cpu")
+
+
 def resolve_providers(requested: Sequence[str]) -> tuple[str, ...]:
-    """Map ``cpu``/``cuda``/``openvino`` to ONNX Runtime providers that are available.
+    """Map ``cpu``/``cuda``/``tensorrt``/``openvino`` to available ONNX Runtime providers.
 
     An unavailable accelerator is logged once and replaced by the CPU.
     """

@@ -400,14 +400,27 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--retry-backoff", type=float, default=5.0, help="first reconnect wait")
     watch.set_defaults(func=cmd_watch)
 
+    serve = sub.add_parser("serve", help="run the engine as a service (HTTP API v1)")
+    from .server.main import add_arguments
+
+    add_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run ``upr-faces serve`` until SIGTERM."""
+    from .server.main import run
+
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``upr-faces`` console script."""
     args = build_parser().parse_args(argv)
+    quiet = logging.INFO if args.command == "serve" else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command == "bench":

@@ -1,0 +1,1148 @@
+"""The engine's whole job for one client configuration, behind ``upr-faces serve``.
+
+:class:`Engine` owns the model pack and the analyzer, the pipeline and its cameras, the
+gallery (a local folder, or the registry sync with its offline cache), the registry outbox,
+alert records and images, the audit trail and the event log. The HTTP layer (``app.py``)
+only translates requests into these calls.
+
+Applying a configuration changes what changed and nothing else: a camera whose source
+changed restarts alone; thresholds and rates are applied in place; the gallery is reloaded
+only when its source (or the recognizer) changed. Nothing waits on the registry: the
+engine starts from the gallery it synced last and syncs in the background.
+
+Events a person reads carry a ``code`` and ``placeholders``: the client owns the words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import aiohttp
+
+from ..alerts import AlertTier, MatchEvent
+from ..analyzer import Analyzer, gpu_providers
+from ..errors import ModelPackError, UprFacesError
+from ..gallery import (
+    CACHE_FILE,
+    EmbeddingCache,
+    Gallery,
+    Thresholds,
+    atomic_write,
+    load_folder,
+    person_photos,
+)
+from ..models import (
+    OFFICIAL_PACKS,
+    ModelPack,
+    ModelPackMissingError,
+    async_fetch_pack,
+    ensure_pack,
+    find_pack,
+    official_pack,
+    verify_pack,
+)
+from ..outbox import Outbox
+from ..pipeline import Pipeline, PipelineConfig
+from ..sources import CameraSource, SourceState, mask_text, mask_url, scan_usb
+from ..sync import GallerySync
+from ..upr_client import RetryPolicy, UprAuthError, UprClient, UprConnectionError
+from .config import CUSTOM_PACK, CameraConfig, EngineConfig, check_source, parse_config
+from .store import Event, Store
+
+_LOGGER = logging.getLogger(__name__)
+
+API_VERSION: Final = 1
+CONFIG_FILE: Final = "config.json"
+SYNC_INTERVAL: Final = 15 * 60.0
+MAX_SYNC_BACKOFF: Final = 300.0
+HOUSEKEEPING_INTERVAL: Final = 3600.0
+PHOTO_CACHE_SIZE: Final = 64
+TEST_TIMEOUT: Final = 10.0
+
+type Verdict = Literal["confirmed", "rejected"]
+
+
+class EngineError(UprFacesError):
+    """A request the engine refuses; ``code`` and ``placeholders`` are for the client."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400, **placeholders: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.placeholders = placeholders
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _private_write(path: Path, data: bytes) -> None:
+    """Write a file only the engine's user can read (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+@dataclass(slots=True)
+class _Camera:
+    """A configured camera and, while it is watched, its source."""
+
+    config: CameraConfig
+    monitoring: bool = True
+    source: CameraSource | None = None
+    started_at: float | None = None
+    state: str = "stopped"
+    reason: str | None = None
+    since: float = field(default_factory=time.time)
+    unsubscribe: Callable[[], None] | None = None
+
+
+@dataclass(slots=True)
+class _Download:
+    """A model pack being downloaded on a client's request."""
+
+    pack: str
+    state: Literal["running", "done", "failed"] = "running"
+    done: int = 0
+    total: int | None = None
+    error: dict[str, Any] | None = None
+    task: asyncio.Task[None] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pack": self.pack,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "error": self.error,
+        }
+
+
+class Engine:
+    """See the module docstring. Create it, ``await start()``, ``await stop()``."""
+
+    def __init__(self, data: Path, *, version: str) -> None:
+        self.data = data
+        self.version = version
+        self.store = Store(data)
+        self.config: EngineConfig | None = None
+        self.pack: ModelPack | None = None
+        self.analyzer: Analyzer | None = None
+        self.pipeline: Pipeline | None = None
+        self.gallery: Gallery | None = None
+        self.gallery_state = "none"
+        self.last_sync: dict[str, Any] | None = None
+        self.outbox: Outbox | None = None
+        self.client: UprClient | None = None
+        self.sync: GallerySync | None = None
+        self.cameras: dict[str, _Camera] = {}
+        self.problems: dict[str, dict[str, Any]] = {}
+        self.downloads: dict[str, _Download] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: EmbeddingCache | None = None
+        self._analyzer_key: tuple[Any, ...] | None = None
+        self._gallery_key: tuple[Any, ...] | None = None
+        self._apply_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._sync_wake = asyncio.Event()
+        self._outbox_stop: asyncio.Event | None = None
+        self._outbox_task: asyncio.Task[None] | None = None
+        self._photos: OrderedDict[str, bytes] = OrderedDict()
+        self._last_detection: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def models_folder(self) -> Path:
+        """Where official packs are downloaded."""
+        return self.data / "models"
+
+    @property
+    def alerts_folder(self) -> Path:
+        """Where alert images are kept (0600) for the retention period."""
+        return self.data / "alerts"
+
+    async def start(self) -> None:
+        """Open what is persisted and apply the last configuration pushed, if any."""
+        self._loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession()
+        for folder in (self.models_folder, self.alerts_folder):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._cache = await asyncio.to_thread(EmbeddingCache, self.data / CACHE_FILE)
+        self.outbox = await Outbox.async_open(self.data / "outbox")
+        self._spawn(self._housekeeping(), "housekeeping")
+        saved = await asyncio.to_thread(self._read_saved_config)
+        if saved is not None:
+            try:
+                await self.apply(saved)
+            except EngineError as err:
+                _LOGGER.error("The saved configuration cannot be applied: %s", err)
+
+    async def stop(self) -> None:
+        """Stop every camera, task and thread; close the database."""
+        self._stop.set()
+        self._sync_wake.set()
+        if self._outbox_stop is not None:
+            self._outbox_stop.set()
+        for task in list(self._tasks):
+            task.cancel()
+        for download in self.downloads.values():
+            if download.task is not None:
+                download.task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.pipeline is not None:
+            await asyncio.to_thread(self.pipeline.stop)
+            self.pipeline = None
+        for camera in self.cameras.values():
+            if camera.unsubscribe is not None:
+                camera.unsubscribe()
+        if self._session is not None:
+            await self._session.close()
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.close)
+        self.store.close()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"upr-faces {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _read_saved_config(self) -> EngineConfig | None:
+        path = self.data / CONFIG_FILE
+        if not path.is_file():
+            return None
+        try:
+            return parse_config(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, UprFacesError) as err:
+            _LOGGER.error("Ignoring the saved configuration %s: %s", path, err)
+            return None
+
+    def _save_config(self, config: EngineConfig) -> None:
+        data = json.dumps(config.as_dict(), indent=1).encode()
+        atomic_write(self.data / CONFIG_FILE, data)
+        os.chmod(self.data / CONFIG_FILE, 0o600)
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        """A queue that receives every event from now on (unbounded; drain it)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        """Stop feeding a queue."""
+        self._subscribers.discard(queue)
+
+    def emit(self, event_type: str, data: dict[str, Any]) -> Event:
+        """Persist an event and hand it to every subscriber."""
+        event = self.store.append(event_type, data)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+        return event
+
+    def _problem(self, key: str, code: str | None, **placeholders: str) -> None:
+        """Raise (code) or clear (None) the problem ``key``; tell the clients on change."""
+        current = self.problems.get(key)
+        if code is None:
+            if current is not None:
+                del self.problems[key]
+                self.emit("problem", {"key": key, "code": current["code"], "active": False})
+            return
+        if current is not None and current["code"] == code:
+            if current["placeholders"] == placeholders:
+                return
+            since = current["since"]
+        else:
+            since = _iso(time.time())
+        problem = {"key": key, "code": code, "placeholders": placeholders, "since": since}
+        self.problems[key] = problem
+        self.emit("problem", {**problem, "active": True})
+
+    def _audit(
+        self, action: str, user_id: str | None = None, user_name: str | None = None, **details: Any
+    ) -> None:
+        self.store.audit(
+            {
+                "at": time.time(),
+                "time": _iso(time.time()),
+                "action": action,
+                "user_id": user_id,
+                "user_name": user_name,
+                "details": details,
+            }
+        )
+
+    # ------------------------------------------------------------------ configuration
+
+    async def apply(self, config: EngineConfig) -> dict[str, Any]:
+        """Make ``config`` the running one; what had to change (see the module docstring)."""
+        async with self._apply_lock:
+            result: dict[str, Any] = {
+                "changed": config != self.config,
+                "started": [],
+                "restarted": [],
+                "stopped": [],
+                "reloaded": [],
+            }
+            if not result["changed"] and self.pipeline is not None:
+                return result
+            await asyncio.to_thread(self._save_config, config)
+            old = self.config
+            self.config = config
+            options = config.options
+            analyzer_key = (config.models, options.det_size, options.use_gpu)
+            if self._analyzer_key != analyzer_key or self.analyzer is None:
+                await self._stop_pipeline(result)
+                if not await self._load_models(config):
+                    self._remember_cameras(config)
+                    return result
+                self._analyzer_key = analyzer_key
+                self._gallery_key = None
+                result["reloaded"].append("models")
+            gallery_key = (config.gallery, self.analyzer.model_id if self.analyzer else None)
+            if gallery_key != self._gallery_key:
+                await self._load_gallery(config)
+                self._gallery_key = gallery_key
+                result["reloaded"].append("gallery")
+            if self.pipeline is None:
+                assert self.analyzer is not None
+                self.pipeline = Pipeline(self.analyzer, self.gallery, self._pipeline_config())
+                self.pipeline.add_listener(self._on_match_threadsafe)
+                self.pipeline.start()
+            else:
+                if old is None or old.options != options:
+                    self.pipeline.update_config(self._pipeline_config())
+                self.pipeline.set_gallery(self.gallery)
+            await self._apply_cameras(config, old, result)
+            self._audit("config_applied", changed=result["reloaded"] or None)
+            return result
+
+    def _pipeline_config(self) -> PipelineConfig:
+        assert self.config is not None
+        options = self.config.options
+        return PipelineConfig(
+            detection_fps=options.detection_fps,
+            cooldown_s=options.cooldown,
+            thresholds=Thresholds(
+                match=options.match_threshold, probable=options.probable_threshold
+            ),
+        )
+
+    def _thresholds(self, camera: CameraConfig) -> Thresholds | None:
+        assert self.config is not None
+        if camera.match_threshold is None and camera.probable_threshold is None:
+            return None
+        options = self.config.options
+        return Thresholds(
+            match=camera.match_threshold or options.match_threshold,
+            probable=camera.probable_threshold or options.probable_threshold,
+        )
+
+    async def _stop_pipeline(self, result: dict[str, Any]) -> None:
+        if self.pipeline is None:
+            return
+        pipeline, self.pipeline = self.pipeline, None
+        await asyncio.to_thread(pipeline.stop)
+        for camera_id, camera in self.cameras.items():
+            if camera.source is not None:
+                result["stopped"].append(camera_id)
+            self._forget_source(camera)
+
+    def _forget_source(self, camera: _Camera) -> None:
+        if camera.unsubscribe is not None:
+            camera.unsubscribe()
+        camera.unsubscribe = None
+        camera.source = None
+        camera.started_at = None
+        camera.state = "stopped"
+
+    async def _load_models(self, config: EngineConfig) -> bool:
+        """Find the pack and build the analyzer; False (and a problem) when it cannot."""
+        models = config.models
+        target: str | Path = (
+            Path(models.folder or "") if models.pack == CUSTOM_PACK else models.pack
+        )
+        try:
+            pack = await asyncio.to_thread(ensure_pack, target, self.models_folder)
+        except ModelPackError as err:
+            self.pack = self.analyzer = None
+            self._analyzer_key = None
+            official = official_pack(models.pack)
+            if official is not None:
+                self._problem(
+                    "models",
+                    "model_pack_missing",
+                    pack=models.pack,
+                    folder=str(self.models_folder / models.pack),
+                    files=", ".join(official.files),
+                    url=official.url,
+                )
+            else:
+                self._problem(
+                    "models", "model_folder_invalid", folder=str(target), problem=str(err)
+                )
+            return False
+        providers = gpu_providers() if config.options.use_gpu else ("cpu",)
+        det_size = config.options.det_size
+        self.analyzer = await asyncio.to_thread(
+            lambda: Analyzer(pack, det_size=det_size, providers=providers, square=False)
+        )
+        self.pack = pack
+        self._problem("models", None)
+        return True
+
+    def _remember_cameras(self, config: EngineConfig) -> None:
+        """Keep the configured cameras (not started) while the engine cannot run them."""
+        monitoring = self.store.get_meta("monitoring") or {}
+        self.cameras = {
+            camera.id: _Camera(camera, monitoring=bool(monitoring.get(camera.id, True)))
+            for camera in config.cameras
+        }
+
+    async def _apply_cameras(
+        self, config: EngineConfig, old: EngineConfig | None, result: dict[str, Any]
+    ) -> None:
+        assert self.pipeline is not None
+        monitoring = self.store.get_meta("monitoring") or {}
+        wanted = {camera.id: camera for camera in config.cameras}
+        for camera_id in list(self.cameras):
+            if camera_id not in wanted:
+                gone = self.cameras.pop(camera_id)
+                if gone.source is not None:
+                    await asyncio.to_thread(self.pipeline.remove_camera, camera_id)
+                    result["stopped"].append(camera_id)
+                self._forget_source(gone)
+        backoff_changed = (
+            old is not None and old.options.retry_backoff != config.options.retry_backoff
+        )
+        for camera_id, camera_config in wanted.items():
+            camera = self.cameras.get(camera_id)
+            if camera is None:
+                camera = _Camera(camera_config, monitoring=bool(monitoring.get(camera_id, True)))
+                self.cameras[camera_id] = camera
+                if camera.monitoring:
+                    await self._start_camera(camera)
+                    result["started"].append(camera_id)
+                continue
+            previous, camera.config = camera.config, camera_config
+            restart = (
+                previous.source != camera_config.source
+                or previous.name != camera_config.name
+                or backoff_changed
+            )
+            if camera.source is None:
+                if camera.monitoring:
+                    await self._start_camera(camera)
+                    result["started"].append(camera_id)
+            elif restart:
+                await asyncio.to_thread(self.pipeline.remove_camera, camera_id)
+                self._forget_source(camera)
+                await self._start_camera(camera)
+                result["restarted"].append(camera_id)
+            else:
+                thresholds = self._thresholds(camera_config)
+                self.pipeline.set_thresholds(
+                    camera_id, thresholds or self.pipeline.config.thresholds
+                )
+
+    async def _start_camera(self, camera: _Camera) -> None:
+        assert self.pipeline is not None
+        assert self.config is not None
+        config = camera.config
+        source = CameraSource(
+            config.source, name=config.name, retry_backoff=self.config.options.retry_backoff
+        )
+        camera_id = config.id
+
+        def on_state(state: SourceState, reason: str | None) -> None:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(
+                    self._camera_state, camera_id, source, state, reason
+                )
+
+        camera.unsubscribe = source.on_state(on_state)
+        pipeline = self.pipeline
+        thresholds = self._thresholds(config)
+        worker = await asyncio.to_thread(
+            lambda: pipeline.add_camera(camera_id, source, thresholds=thresholds)
+        )
+        camera.source = source
+        camera.started_at = time.time()
+        camera.state = str(source.state)
+        # alerts given before a restart of the engine still hold their cooldown
+        wall, mono = time.time(), time.monotonic()
+        window = self.config.options.cooldown
+        for alert in self.store.alerts(limit=500, since=wall - window):
+            if alert["camera_id"] != camera_id:
+                continue
+            tier: AlertTier = "match" if alert["tier"] == "match" else "probable"
+            age = wall - float(alert["detected_at_ts"])
+            worker.cooldown.prime(camera_id, alert["person_id"], tier, mono - age)
+
+    def _camera_state(
+        self, camera_id: str, source: CameraSource, state: SourceState, reason: str | None
+    ) -> None:
+        camera = self.cameras.get(camera_id)
+        if camera is None or camera.source is not source:
+            return  # a camera stopped or restarted meanwhile
+        previous = camera.state
+        camera.state, camera.reason = str(state), reason
+        if str(state) == previous or state not in (SourceState.STREAMING, SourceState.OFFLINE):
+            return
+        camera.since = time.time()
+        self.emit(
+            "camera",
+            {
+                "camera_id": camera_id,
+                "state": str(state),
+                "reason": mask_text(reason, camera.config.source) if reason else None,
+                "since": _iso(camera.since),
+            },
+        )
+
+    async def set_monitoring(
+        self, camera_id: str, on: bool, *, user_id: str | None, user_name: str | None
+    ) -> None:
+        """Start or stop watching a camera; remembered across restarts and audited."""
+        camera = self.cameras.get(camera_id)
+        if camera is None:
+            raise EngineError(
+                "unknown_camera", f"no camera {camera_id}", status=404, camera=camera_id
+            )
+        monitoring = dict(self.store.get_meta("monitoring") or {})
+        monitoring[camera_id] = on
+        self.store.set_meta("monitoring", monitoring)
+        camera.monitoring = on
+        if self.pipeline is not None:
+            if on and camera.source is None:
+                await self._start_camera(camera)
+            elif not on and camera.source is not None:
+                await asyncio.to_thread(self.pipeline.remove_camera, camera_id)
+                self._forget_source(camera)
+        self._audit(
+            "camera_started" if on else "camera_stopped",
+            user_id,
+            user_name,
+            camera=camera.config.name,
+        )
+        self.emit("camera", {"camera_id": camera_id, "state": camera.state, "monitoring": on})
+
+    # ------------------------------------------------------------------ gallery
+
+    async def _load_gallery(self, config: EngineConfig) -> None:
+        """Swap in the gallery of the configured source (registry: cached, then synced)."""
+        assert self.analyzer is not None
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
+        self.client = self.sync = None
+        self._photos.clear()
+        gallery = config.gallery
+        if gallery.source == "folder":
+            self._problem("registry", None)
+            await self._stop_outbox()
+            await self._reload_folder()
+            return
+        assert gallery.url is not None
+        assert gallery.api_key is not None
+        assert self._session
+        self.client = UprClient(
+            self._session, gallery.url, gallery.api_key, verify_ssl=gallery.verify_ssl
+        )
+        self.sync = GallerySync(
+            self.client, self.analyzer, self.data / "gallery", cache=self._cache
+        )
+        cached = await self.sync.async_load()
+        self.gallery = cached
+        self.gallery_state = "cached" if cached is not None else "no_gallery_yet"
+        if cached is None:
+            self._problem("gallery", "no_gallery_yet", url=gallery.url)
+        await self._start_outbox()
+        self._sync_wake.clear()
+        self._sync_task = self._spawn(self._sync_loop(self.sync), "gallery sync")
+
+    async def _reload_folder(self) -> dict[str, Any]:
+        assert self.config is not None
+        assert self.analyzer is not None
+        folder = Path(self.config.gallery.folder or "")
+        analyzer, cache = self.analyzer, self._cache
+
+        def load() -> tuple[Gallery, list[str], dict[str, Any]]:
+            folder.mkdir(parents=True, exist_ok=True)
+            gallery, report = load_folder(folder, analyzer, cache)
+            gallery.synced_at = time.time()
+            return gallery, list(report.warnings), report.as_dict()
+
+        try:
+            gallery, warnings, report = await asyncio.to_thread(load)
+        except OSError as err:
+            self._problem(
+                "gallery", "gallery_folder_unreadable", folder=str(folder), error=str(err)
+            )
+            raise EngineError("gallery_folder_unreadable", str(err), folder=str(folder)) from err
+        for warning in warnings:
+            _LOGGER.warning("Gallery: %s", warning)
+        self._problem("gallery", None)
+        self.gallery = gallery
+        self.gallery_state = "ok"
+        self.last_sync = {"at": _iso(time.time()), "ok": True, **_counts(report)}
+        if self.pipeline is not None:
+            self.pipeline.set_gallery(gallery)
+        self.emit("gallery_sync", {**self.last_sync, "persons": gallery.matchable_count})
+        return self.last_sync
+
+    async def _sync_once(self, sync: GallerySync) -> dict[str, Any]:
+        """One registry sync; its outcome (also as a ``gallery_sync`` event)."""
+        assert self.config is not None
+        url = self.config.gallery.url or ""
+        try:
+            report = await sync.sync()
+        except UprAuthError:
+            self._problem("registry", "registry_auth_failed", url=url)
+            outcome = {"at": _iso(time.time()), "ok": False, "code": "invalid_auth"}
+        except UprFacesError as err:
+            if "registry" not in self.problems or self.problems["registry"]["code"] != (
+                "registry_unreachable"
+            ):
+                _LOGGER.warning("UPR registry unreachable (%s); matching goes on", err)
+            self._problem("registry", "registry_unreachable", url=url)
+            outcome = {"at": _iso(time.time()), "ok": False, "code": "cannot_connect"}
+        else:
+            self._problem("registry", None)
+            self._problem("gallery", None)
+            self.gallery = sync.gallery
+            self.gallery_state = "ok"
+            if self.pipeline is not None:
+                self.pipeline.set_gallery(self.gallery)
+            outcome = {"at": _iso(time.time()), "ok": True, **_counts(report.as_dict())}
+            if self.outbox is not None:
+                self.outbox.wake()
+        self.last_sync = outcome
+        persons = self.gallery.matchable_count if self.gallery else 0
+        self.emit("gallery_sync", {**outcome, "persons": persons})
+        return outcome
+
+    async def _sync_loop(self, sync: GallerySync) -> None:
+        assert self.config is not None
+        delay = self.config.options.retry_backoff
+        while not self._stop.is_set():
+            outcome = await self._sync_once(sync)
+            if outcome["ok"]:
+                delay = self.config.options.retry_backoff
+                wait = SYNC_INTERVAL
+            elif outcome["code"] == "invalid_auth":
+                wait = SYNC_INTERVAL  # a new key comes with a new configuration
+            else:
+                wait, delay = delay, min(delay * 2, MAX_SYNC_BACKOFF)
+            self._sync_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_wake.wait(), wait)
+
+    async def refresh_gallery(
+        self, *, user_id: str | None, user_name: str | None
+    ) -> dict[str, Any]:
+        """Sync the registry (or re-read the folder) now; the outcome."""
+        if self.config is None or self.analyzer is None:
+            raise EngineError("not_ready", "no configuration or no model pack yet", status=409)
+        self._audit("gallery_refresh", user_id, user_name)
+        if self.sync is not None:
+            return await self._sync_once(self.sync)
+        return await self._reload_folder()
+
+    async def _start_outbox(self) -> None:
+        await self._stop_outbox()
+        assert self.outbox is not None
+        assert self.client is not None
+        assert self.config is not None
+        self._outbox_stop = asyncio.Event()
+        self._outbox_task = self._spawn(
+            self.outbox.run(
+                self.client, self._outbox_stop, retry_initial=self.config.options.retry_backoff
+            ),
+            "outbox",
+        )
+
+    async def _stop_outbox(self) -> None:
+        if self._outbox_stop is not None:
+            self._outbox_stop.set()
+        if self._outbox_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outbox_task
+        self._outbox_stop = self._outbox_task = None
+
+    async def person_photo(self, person_id: str) -> bytes:
+        """A person's first photo: from the registry (cached in memory) or the folder."""
+        person = self.gallery.persons.get(person_id) if self.gallery else None
+        if person is None or self.config is None:
+            raise EngineError("unknown_person", "no such person", status=404)
+        cached = self._photos.get(person_id)
+        if cached is not None:
+            self._photos.move_to_end(person_id)
+            return cached
+        if self.client is not None:
+            if not person.photo_url:
+                raise EngineError("no_photo", "the registry has no photo", status=404)
+            try:
+                data = await self.client.fetch_photo(person.photo_url)
+            except UprFacesError as err:
+                raise EngineError("cannot_connect", str(err), status=502) from err
+        else:
+            folder = Path(self.config.gallery.folder or "") / person_id
+
+            def read() -> bytes | None:
+                photos = person_photos(folder) if folder.is_dir() else []
+                return photos[0].read_bytes() if photos else None
+
+            found = await asyncio.to_thread(read)
+            if found is None:
+                raise EngineError("no_photo", "no photo in the folder", status=404)
+            data = found
+        self._photos[person_id] = data
+        while len(self._photos) > PHOTO_CACHE_SIZE:
+            self._photos.popitem(last=False)
+        return data
+
+    # ------------------------------------------------------------------ alerts
+
+    def _on_match_threadsafe(self, event: MatchEvent) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._schedule_match, event)
+
+    def _schedule_match(self, event: MatchEvent) -> None:
+        self._spawn(self._handle_match(event), f"match {event.match_id}")
+
+    def image_path(self, alert_id: str, kind: str) -> Path:
+        """Where an alert's face crop or frame is kept."""
+        return self.alerts_folder / f"{alert_id}_{kind}.jpg"
+
+    def _write_images(self, event: MatchEvent) -> bool:
+        written = False
+        for kind, data in (("face", event.face_jpeg), ("frame", event.snapshot_jpeg)):
+            if data:
+                _private_write(self.image_path(event.match_id, kind), data)
+                written = True
+        return written
+
+    async def _handle_match(self, event: MatchEvent) -> None:
+        person = self.gallery.persons.get(event.person_id) if self.gallery else None
+        camera = self.cameras.get(event.camera)
+        camera_name = camera.config.name if camera else event.camera
+        has_images = await asyncio.to_thread(self._write_images, event)
+        self._last_detection = max(self._last_detection or 0.0, event.detected_at)
+        alert = {
+            "id": event.match_id,
+            "tier": event.tier,
+            "person_id": event.person_id,
+            "reference": person.reference if person else event.person_id,
+            "display_name": person.display_name if person else None,
+            "similarity": round(event.similarity, 4),
+            "camera_id": event.camera,
+            "camera_name": camera_name,
+            "detected_at": _iso(event.detected_at),
+            "detected_at_ts": event.detected_at,
+            "latency_s": round(event.latency_s, 3),
+            "track_id": event.track_id,
+            "has_images": has_images,
+            "state": "pending",
+            "decided_by": None,
+            "decided_by_name": None,
+            "decided_at": None,
+            "comment": None,
+        }
+        self.store.put_alert(alert)
+        if self.client is not None and self.outbox is not None:
+            payload = {
+                "id": event.match_id,
+                "person_id": event.person_id,
+                "camera": camera_name,
+                "tier": event.tier,
+                "similarity": event.similarity,
+                "detected_at": alert["detected_at"],
+                "snapshot_jpeg_b64": base64.b64encode(event.face_jpeg).decode()
+                if event.face_jpeg
+                else None,
+            }
+            try:
+                await self.outbox.async_enqueue_alert(payload)
+            except UprFacesError as err:
+                _LOGGER.error(
+                    "Alert %s could not be queued for the registry: %s", event.match_id, err
+                )
+        self._audit(
+            "alert",
+            match_id=event.match_id,
+            tier=event.tier,
+            person_id=event.person_id,
+            camera=camera_name,
+            similarity=alert["similarity"],
+        )
+        self.emit("match", public_alert(alert))
+
+    def alert(self, alert_id: str) -> dict[str, Any]:
+        """One alert, as clients see it."""
+        found = self.store.alert(alert_id)
+        if found is None:
+            raise EngineError("unknown_match", "no such alert", status=404, match_id=alert_id)
+        return public_alert(found)
+
+    async def decide(
+        self,
+        alert_id: str,
+        verdict: Verdict,
+        *,
+        user_id: str | None,
+        user_name: str | None,
+        comment: str | None,
+    ) -> dict[str, Any]:
+        """Confirm or reject an alert; the verdict goes to the registry and the audit."""
+        alert = self.store.alert(alert_id)
+        if alert is None:
+            raise EngineError("unknown_match", "no such alert", status=404, match_id=alert_id)
+        if alert["state"] != "pending":
+            raise EngineError(
+                "already_decided",
+                "this alert was decided already",
+                status=409,
+                match_id=alert_id,
+                verdict=str(alert["state"]),
+                by=str(alert.get("decided_by_name") or alert.get("decided_by") or ""),
+            )
+        now = time.time()
+        alert.update(
+            state=verdict,
+            decided_by=user_id,
+            decided_by_name=user_name,
+            decided_at=_iso(now),
+            comment=comment,
+        )
+        self.store.put_alert(alert)
+        if verdict == "rejected" and self.pipeline is not None:
+            self.pipeline.reject(alert["camera_id"], int(alert["track_id"]), alert["person_id"])
+        if self.client is not None and self.outbox is not None:
+            await self.outbox.async_enqueue_verdict(
+                alert_id,
+                {
+                    "verdict": verdict,
+                    "by": user_name or user_id or "unknown",
+                    "comment": comment,
+                    "at": _iso(now),
+                },
+            )
+        self._audit(
+            verdict,
+            user_id,
+            user_name,
+            match_id=alert_id,
+            person_id=alert["person_id"],
+            camera=alert["camera_name"],
+            comment=comment,
+        )
+        public = public_alert(alert)
+        self.emit("alert_decided", public)
+        return public
+
+    async def _housekeeping(self) -> None:
+        """Drop alerts, images, audit lines and events past the retention, hourly."""
+        while not self._stop.is_set():
+            days = self.config.options.retention_days if self.config else 30.0
+            expired = self.store.expire_alerts(time.time() - days * 86_400)
+            if expired:
+                await asyncio.to_thread(self._remove_images, expired)
+            self.store.prune_events()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_INTERVAL)
+
+    def _remove_images(self, alert_ids: list[str]) -> None:
+        for alert_id in alert_ids:
+            for kind in ("face", "frame"):
+                self.image_path(alert_id, kind).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ what forms need
+
+    async def test_source(self, source: str) -> dict[str, Any]:
+        """Open a camera source briefly: ok with the frame size, or why not."""
+        try:
+            text = check_source(source, "source")
+        except UprFacesError as err:
+            return {
+                "ok": False,
+                "error": {"code": "invalid_source", "placeholders": {"problem": str(err)}},
+            }
+        camera = CameraSource(
+            text, name="test", read_timeout=TEST_TIMEOUT, retry_backoff=60, max_backoff=60
+        )
+
+        def probe() -> dict[str, Any]:
+            camera.start()
+            try:
+                deadline = time.monotonic() + TEST_TIMEOUT + 1
+                while time.monotonic() < deadline:
+                    frame = camera.wait_newer(0, timeout=0.2)
+                    if frame is not None:
+                        height, width = frame.image.shape[:2]
+                        return {"ok": True, "width": int(width), "height": int(height)}
+                    if camera.state is SourceState.OFFLINE:
+                        break
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": _source_error(camera.reason),
+                        "placeholders": {"reason": camera.reason or "-"},
+                    },
+                }
+            finally:
+                camera.stop()
+
+        return await asyncio.to_thread(probe)
+
+    async def scan_usb(self, *, user_id: str | None, user_name: str | None) -> list[dict[str, Any]]:
+        """Probe the USB cameras of the engine's host."""
+        limit = self.config.options.usb_max if self.config else 6
+        found = await asyncio.to_thread(scan_usb, limit)
+        self._audit("usb_scan", user_id, user_name, found=len(found))
+        return [
+            {
+                "source": cam.source,
+                "index": cam.index,
+                "name": cam.name,
+                "width": cam.width,
+                "height": cam.height,
+            }
+            for cam in found
+        ]
+
+    async def test_registry(self, url: str, api_key: str, verify_ssl: bool) -> dict[str, Any]:
+        """Call the registry's /health and one /persons page with this URL and key."""
+        assert self._session is not None
+        try:
+            client = UprClient(
+                self._session,
+                url,
+                api_key,
+                verify_ssl=verify_ssl,
+                timeout=TEST_TIMEOUT,
+                retry=RetryPolicy(attempts=1),
+            )
+        except ValueError:
+            return {"ok": False, "error": {"code": "invalid_auth", "placeholders": {}}}
+        try:
+            health = await client.health()
+            await client.persons_page(limit=1)
+        except UprAuthError:
+            return {"ok": False, "error": {"code": "invalid_auth", "placeholders": {}}}
+        except UprConnectionError as err:
+            return {
+                "ok": False,
+                "error": {"code": "cannot_connect", "placeholders": {"error": str(err)}},
+            }
+        except UprFacesError as err:
+            return {"ok": False, "error": {"code": "unknown", "placeholders": {"error": str(err)}}}
+        return {"ok": True, "version": health.version}
+
+    def model_packs(self) -> dict[str, Any]:
+        """The official packs, whether each is installed here, and running downloads."""
+        packs = []
+        for name, official in OFFICIAL_PACKS.items():
+            folder = self.models_folder / name
+            packs.append(
+                {
+                    "name": name,
+                    "files": list(official.files),
+                    "url": official.url,
+                    "folder": str(folder),
+                    "installed": folder.is_dir(),
+                }
+            )
+        return {
+            "folder": str(self.models_folder),
+            "packs": packs,
+            "downloads": [job.as_dict() for job in self.downloads.values()],
+        }
+
+    def download(self, pack: str, url: str | None) -> dict[str, Any]:
+        """Start downloading an official pack (or from a mirror ``url``); its job."""
+        if pack not in OFFICIAL_PACKS:
+            raise EngineError("unknown_pack", "not an official pack", pack=pack)
+        job = self.downloads.get(pack)
+        if job is not None and job.state == "running":
+            return job.as_dict()
+        job = _Download(pack)
+        self.downloads[pack] = job
+        job.task = self._spawn(self._download(job, url), f"download {pack}")
+        return job.as_dict()
+
+    async def _download(self, job: _Download, url: str | None) -> None:
+        assert self._session is not None
+
+        def progress(done: int, total: int | None) -> None:
+            job.done, job.total = done, total
+
+        try:
+            await async_fetch_pack(
+                self._session, job.pack, self.models_folder, url=url, progress=progress
+            )
+        except (ModelPackError, OSError) as err:
+            job.state = "failed"
+            job.error = {
+                "code": "download_failed",
+                "placeholders": {"error": str(err), "pack": job.pack},
+            }
+            _LOGGER.warning("Model pack %s not installed: %s", job.pack, err)
+            return
+        job.state = "done"
+        self.emit("model_pack", {"pack": job.pack, "installed": True})
+        if (
+            self.config is not None
+            and self.analyzer is None
+            and self.config.models.pack == job.pack
+        ):
+            await self.apply(replace(self.config))
+
+    async def verify_models(self, folder: str) -> dict[str, Any]:
+        """Whether a folder of the engine's host holds a usable pack, and what is missing."""
+        path = Path(folder)
+
+        def check() -> dict[str, Any]:
+            try:
+                pack = find_pack(path)
+            except ModelPackMissingError as err:
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "invalid_model_dir",
+                        "placeholders": {
+                            "folder": str(err.folder),
+                            "missing": ", ".join(err.missing),
+                        },
+                    },
+                }
+            except (ModelPackError, OSError) as err:
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "invalid_model_dir",
+                        "placeholders": {"folder": folder, "missing": str(err)},
+                    },
+                }
+            report = verify_pack(pack.folder)
+            return {
+                "ok": True,
+                "folder": str(pack.folder),
+                "detector": pack.detector.name,
+                "recognizer": pack.recognizer.name,
+                "report": report.as_dict(),
+            }
+
+        return await asyncio.to_thread(check)
+
+    # ------------------------------------------------------------------ info
+
+    def camera_jpeg(self, camera_id: str, width: int | None) -> bytes | None:
+        """The live view of a camera with its face boxes (blocking: JPEG encoding)."""
+        worker = self.pipeline.camera(camera_id) if self.pipeline else None
+        return worker.annotated_jpeg(width) if worker else None
+
+    def info(self) -> dict[str, Any]:
+        """Version, models, providers, cameras, gallery, outbox, events and problems."""
+        cameras = []
+        for camera_id, camera in self.cameras.items():
+            worker = self.pipeline.camera(camera_id) if self.pipeline else None
+            stats = asdict(worker.stats()) if worker else None
+            source_stats = asdict(camera.source.stats) if camera.source else None
+            if worker is not None and worker.last_detection_at:
+                self._last_detection = max(self._last_detection or 0.0, worker.last_detection_at)
+            cameras.append(
+                {
+                    "id": camera_id,
+                    "name": camera.config.name,
+                    "source": camera.config.masked_source,
+                    "monitoring": camera.monitoring,
+                    "state": str(camera.source.state) if camera.source else "stopped",
+                    "reason": mask_text(camera.reason, camera.config.source)
+                    if camera.reason
+                    else None,
+                    "since": _iso(camera.since),
+                    "started_at": _iso(camera.started_at) if camera.started_at else None,
+                    "faces": len(worker.faces) if worker else 0,
+                    "stats": stats,
+                    "source_stats": source_stats,
+                }
+            )
+        first, last = self.store.event_bounds()
+        gallery = self.gallery
+        return {
+            "version": self.version,
+            "api_version": API_VERSION,
+            "providers": list(self.analyzer.providers) if self.analyzer else [],
+            "threads": self.analyzer.threads if self.analyzer else None,
+            "models": {
+                "pack": self.config.models.pack if self.config else None,
+                "folder": str(self.pack.folder) if self.pack else None,
+                "detector": self.pack.detector.name if self.pack else None,
+                "recognizer": self.pack.recognizer.name if self.pack else None,
+                "embedding_size": self.analyzer.embedding_size if self.analyzer else None,
+            },
+            "configured": self.config is not None,
+            "cameras": cameras,
+            "gallery": {
+                "source": self.config.gallery.source if self.config else None,
+                "state": self.gallery_state,
+                "persons": gallery.matchable_count if gallery else 0,
+                "references": gallery.reference_count if gallery else 0,
+                "synced_at": _iso(gallery.synced_at) if gallery and gallery.synced_at else None,
+                "last_sync": self.last_sync,
+            },
+            "last_detection": _iso(self._last_detection) if self._last_detection else None,
+            "alerts_pending": self.store.count_alerts("pending"),
+            "outbox": {
+                "pending": self.outbox.pending if self.outbox else 0,
+                "rejected": self.outbox.rejected if self.outbox else 0,
+            },
+            "events": {"first_id": first, "last_id": last, "epoch": self.store.epoch},
+            "problems": list(self.problems.values()),
+        }
+
+
+def public_alert(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert record as clients see it."""
+    return {key: value for key, value in alert.items() if key != "detected_at_ts"}
+
+
+def _counts(report: dict[str, Any]) -> dict[str, Any]:
+    keep = ("persons", "references", "skipped")
+    return {key: report[key] for key in keep if key in report}
+
+
+def _source_error(reason: str | None) -> str:
+    text = (reason or "").lower()
+    if "unauthorized" in text or "401" in text or "403" in text:
+        return "invalid_auth"
+    if any(
+        marker in text
+        for marker in ("not an image", "no video stream", "no frame in clip", "invalid data")
+    ):
+        return "not_a_video"
+    return "cannot_connect"
+
+
+__all__ = ["API_VERSION", "Engine", "EngineError", "mask_url", "parse_config", "public_alert"]

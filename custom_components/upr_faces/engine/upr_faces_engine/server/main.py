@@ -1,0 +1,111 @@
+"""``upr-faces serve``: the engine as a service on loopback (or where it is told).
+
+    upr-faces serve --data DIR [--host 127.0.0.1] [--port 8765] [--token-file FILE]
+                    [--certfile CERT --keyfile KEY]
+
+``DIR`` holds the persisted configuration, the event log, the outbox, caches, model packs
+and alert images (the directory is 0700, files 0600). The token is read from
+``--token-file`` (default ``DIR/token``), created with a random value and mode 0600 when
+missing, and never printed or logged. Once the API answers the process prints
+``listening on http://HOST:PORT`` (``https`` with a certificate); SIGTERM or SIGINT stops
+it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import __version__
+from .app import create_app
+from .engine import Engine
+
+_LOGGER = logging.getLogger(__name__)
+DEFAULT_PORT = 8765
+STOP_TIMEOUT = 8.0
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path``; a new random one (0600) when the file is missing or empty."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``serve``."""
+    parser.add_argument("--data", required=True, type=Path, help="the engine's data folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")
+    parser.add_argument("--token-file", type=Path, help="bearer token file (default DIR/token)")
+    parser.add_argument("--certfile", type=Path, help="TLS certificate (PEM), with --keyfile")
+    parser.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until stopped; the exit status."""
+    if bool(args.certfile) != bool(args.keyfile):
+        print("upr-faces serve: --certfile and --keyfile go together", file=sys.stderr)
+        return 2
+    os.umask(0o077)
+    data: Path = args.data.resolve()
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = read_token(args.token_file or data / "token")
+    context: ssl.SSLContext | None = None
+    if args.certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
+    try:
+        asyncio.run(_serve(data, token, args.host, args.port, context))
+    except OSError as err:
+        print(f"upr-faces serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(
+    data: Path, token: str, host: str, port: int, context: ssl.SSLContext | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    engine = Engine(data, version=__version__)
+    await engine.start()
+    app = create_app(engine, token)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=context)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port  # when 0 was asked
+        scheme = "https" if context else "http"
+        shown = f"[{host}]" if ":" in host else host
+        print(f"listening on {scheme}://{shown}:{bound}", flush=True)
+        _LOGGER.info(
+            "upr-faces engine %s listening on %s://%s:%s", __version__, scheme, shown, bound
+        )
+        await stop.wait()
+        _LOGGER.info("stopping")
+    finally:
+        await asyncio.wait_for(runner.cleanup(), STOP_TIMEOUT)
+        await asyncio.wait_for(engine.stop(), STOP_TIMEOUT)

@@ -1,0 +1,679 @@
+"""``upr-faces serve`` as clients meet it: a real process on 127.0.0.1, the shared test
+pack, clip and RTSP cameras, and the registry test server.
+
+The contract these tests hold is docs/engine_api.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ..conftest import LabelledPhoto
+from ..streams import rtsp_server
+from ..upr_server import UprServer
+from .conftest import (
+    SHOWN,
+    alerts_of,
+    camera,
+    folder_config,
+    gallery_photos,
+    registry_config,
+    wait_for,
+)
+from .engine_process import EngineClient, EngineProcess
+
+Engines = Callable[..., EngineProcess]
+
+
+async def _next_event(
+    socket: aiohttp.ClientWebSocketResponse, seconds: float = 60
+) -> dict[str, Any]:
+    message: dict[str, Any] = await asyncio.wait_for(socket.receive_json(), seconds)
+    return message
+
+
+async def _events_until(
+    socket: aiohttp.ClientWebSocketResponse,
+    done: Callable[[list[dict[str, Any]]], bool],
+    seconds: float = 60,
+) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done(seen):
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise AssertionError(f"timed out; events so far: {[e.get('type') for e in seen]}")
+        seen.append(await _next_event(socket, left))
+    return seen
+
+
+def _matches(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for event in events if event.get("type") == "match"]
+
+
+# ----------------------------------------------------------------------------- the process
+
+
+async def test_token_file_and_authentication(engines: Engines) -> None:
+    """The token is made at the first start (0600, never printed or logged); without it
+    or with a wrong one every route, the event websocket and unknown paths answer 401."""
+    engine = engines()
+    with engine:
+        token_file = engine.data / "token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(engine.data.stat().st_mode) == 0o700
+        token = engine.token
+        assert len(token) >= 32
+        for who in (None, "wrong-" + token[:-6], ""):
+            async with EngineClient(engine, token=who or "") as api:
+                for method, path in (
+                    ("GET", "/info"),
+                    ("GET", "/health"),
+                    ("PUT", "/config"),
+                    ("GET", "/alerts"),
+                    ("POST", "/sources/test"),
+                    ("GET", "/no/such/path"),
+                ):
+                    status, body = await api.request(method, path, {})
+                    assert status == 401, (method, path)
+                    assert body["error"]["code"] == "unauthorized"
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    async with api.events():
+                        pass
+                assert refused.value.status == 401
+        async with EngineClient(engine) as api:
+            info = await api.info()
+        assert info["version"] == "0.2.0"
+        assert info["api_version"] == 1
+        assert info["cameras"] == []
+        assert info["configured"] is False
+    assert token not in engine.log_text()
+    # a second start keeps the token
+    with engine:
+        assert engine.token == token
+
+
+async def test_sigterm_stops_within_seconds(engines: Engines, gallery: Path, clip: Path) -> None:
+    """With a camera running, SIGTERM ends the process cleanly well within 10 s."""
+    engine = engines()
+    engine.start()
+    async with EngineClient(engine) as api:
+        await api.put_config(folder_config(gallery, camera("door", clip)))
+        await wait_for(lambda: _camera_state(api, "door", "streaming"), "the camera streaming", 30)
+    assert engine.stop() < 10
+    assert engine.process is not None
+    assert engine.process.returncode == 0
+
+
+async def _camera_state(api: EngineClient, camera_id: str, state: str) -> bool:
+    info = await api.info()
+    return any(c["id"] == camera_id and c["state"] == state for c in info["cameras"])
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+async def test_config_push_is_idempotent_and_restarts_only_what_changed(
+    engines: Engines, gallery: Path, clip: Path, tmp_path: Path
+) -> None:
+    """The same push again changes nothing; one camera changed restarts that camera only,
+    never the other one nor the gallery; thresholds are applied in place."""
+    with rtsp_server(clip) as rtsp:
+        engine = engines()
+        with engine:
+            async with EngineClient(engine) as api:
+                config = folder_config(gallery, camera("door", clip), camera("gate", rtsp.url))
+                first = await api.put_config(config)
+                assert first["changed"] is True
+                assert sorted(first["started"]) == ["door", "gate"]
+                assert first["reloaded"] == ["models", "gallery"]
+                await wait_for(
+                    lambda: _camera_state(api, "gate", "streaming"), "the RTSP camera", 40
+                )
+                before = {c["id"]: c["started_at"] for c in (await api.info())["cameras"]}
+                assert (await api.info())["gallery"]["persons"] == 6
+
+                again = await api.put_config(json.loads(json.dumps(config)))
+                assert again == {
+                    "changed": False,
+                    "started": [],
+                    "restarted": [],
+                    "stopped": [],
+                    "reloaded": [],
+                }
+
+                other_clip = tmp_path / "other.mp4"
+                other_clip.write_bytes(clip.read_bytes())
+                config["cameras"][0] = camera("door", other_clip, match_threshold=0.6)
+                config["cameras"][1] = camera("gate", rtsp.url, probable_threshold=0.4)
+                changed = await api.put_config(config)
+                assert changed["restarted"] == ["door"]
+                assert changed["started"] == changed["stopped"] == changed["reloaded"] == []
+                after = {c["id"]: c["started_at"] for c in (await api.info())["cameras"]}
+                assert after["gate"] == before["gate"]
+                assert after["door"] != before["door"]
+
+                config["cameras"] = config["cameras"][1:]
+                removed = await api.put_config(config)
+                assert removed["stopped"] == ["door"]
+                assert [c["id"] for c in (await api.info())["cameras"]] == ["gate"]
+                status, shown = await api.get("/config")
+                assert status == 200
+                assert shown["cameras"] == [camera("gate", rtsp.url, probable_threshold=0.4)]
+
+
+def _with(path: str, value: Any) -> Callable[[dict[str, Any]], Any]:
+    """A change to a valid configuration: set ``value`` at ``path`` (``a.b``)."""
+
+    def change(config: dict[str, Any]) -> Any:
+        *parents, last = path.split(".")
+        target = config
+        for key in parents:
+            target = target[key]
+        target[last] = value
+        return config
+
+    return change
+
+
+def _cameras(*cameras: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    return _with("cameras", list(cameras))
+
+
+def _cam(**fields: Any) -> dict[str, Any]:
+    return {"id": "x", "name": "X", "source": "rtsp://192.0.2.1/a", **fields}
+
+
+BAD_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    ("unknown field", _with("colour", "red"), "colour"),
+    ("unknown option", _with("options.speed", 2), "options.speed"),
+    ("threshold above 1", _with("options.match_threshold", 1.5), "options.match_threshold"),
+    ("threshold text", _with("options.match_threshold", "high"), "options.match_threshold"),
+    (
+        "probable above match",
+        _with("options.probable_threshold", 0.9),
+        "options.probable_threshold",
+    ),
+    ("detector size", _with("options.det_size", 333), "options.det_size"),
+    ("a boolean as a number", _with("options.cooldown", True), "options.cooldown"),
+    ("no gallery", lambda c: {k: v for k, v in c.items() if k != "gallery"}, "gallery"),
+    ("cameras not a list", _with("cameras", {"x": 1}), "cameras"),
+    ("bad camera address", _cameras(_cam(source="rtsp://")), "cameras[0].source"),
+    ("unknown scheme", _cameras(_cam(source="gopher://h/")), "cameras[0].source"),
+    ("newline", _cameras(_cam(source="rtsp://h/a\nb")), "cameras[0].source"),
+    ("NUL", _cameras(_cam(name="X\x00")), "cameras[0].name"),
+    ("huge name", _cameras(_cam(name="N" * 5000)), "cameras[0].name"),
+    ("huge source", _cameras(_cam(source="rtsp://h/" + "a" * 9000)), "cameras[0].source"),
+    ("bad camera id", _cameras(_cam(id="../x")), "cameras[0].id"),
+    ("same id twice", _cameras(_cam(), _cam(source="rtsp://h/b")), "cameras[1].id"),
+    ("unknown camera field", _cameras(_cam(zoom=2)), "cameras[0].zoom"),
+    ("camera threshold", _cameras(_cam(match_threshold=7)), "cameras[0].match_threshold"),
+    ("relative clip", _cameras(_cam(source="file://clip.mp4")), "cameras[0].source"),
+    ("too many cameras", _cameras(*[_cam(id=f"c{i}") for i in range(65)]), "cameras"),
+    ("gallery source", _with("gallery", {"source": "ftp"}), "gallery.source"),
+    (
+        "registry address",
+        _with("gallery", {"source": "registry", "url": "http://[::1", "api_key": "k"}),
+        "gallery.url",
+    ),
+    (
+        "registry user info",
+        _with("gallery", {"source": "registry", "url": "http://u:p@h/api", "api_key": "k"}),
+        "gallery.url",
+    ),
+    (
+        "key with spaces",
+        _with("gallery", {"source": "registry", "url": "http://h/api", "api_key": "a b"}),
+        "gallery.api_key",
+    ),
+    ("relative folder", _with("gallery.folder", "gallery"), "gallery.folder"),
+    ("unknown pack", _with("models", {"pack": "antelope"}), "models.pack"),
+    ("not an object", lambda c: [c], "config"),
+]
+
+
+async def test_bad_configuration_is_refused_and_changes_nothing(
+    engines: Engines, gallery: Path, clip: Path
+) -> None:
+    """Each fault gets a 400 naming the field, never a traceback, and nothing changes."""
+    engine = engines()
+    with engine:
+        async with EngineClient(engine) as api:
+            good = folder_config(gallery, camera("door", clip))
+            await api.put_config(good)
+            _, before = await api.get("/config")
+            info_before = await api.info()
+            answers = {}
+            for name, change, _ in BAD_CONFIGS:
+                body = change(json.loads(json.dumps(good)))
+                status, answer = await api.request("PUT", "/config", json.dumps(body))
+                answers[name] = (status, answer)
+            status, answer = await api.request("PUT", "/config", "{not json")
+            _, after = await api.get("/config")
+            info_after = await api.info()
+    assert status == 400
+    assert answer["error"]["code"] == "invalid_json"
+    for name, _, field in BAD_CONFIGS:
+        status, answer = answers[name]
+        assert status == 400, (name, answer)
+        assert answer["error"]["code"] == "invalid_config", name
+        assert answer["error"]["placeholders"]["field"] == field, name
+        assert "Traceback" not in json.dumps(answer), name
+    assert after == before
+    assert [c["started_at"] for c in info_after["cameras"]] == [
+        c["started_at"] for c in info_before["cameras"]
+    ]
+    assert "Traceback" not in engine.log_text()
+
+
+# ----------------------------------------------------------------------------- events
+
+
+async def test_matches_on_the_event_stream_and_resume_after_a_disconnect(
+    engines: Engines, gallery: Path, clip: Path
+) -> None:
+    """A match arrives on the stream; a client that went away while two more happened
+    reconnects with its last id and gets exactly what it missed, once, in order."""
+    engine = engines()
+    with engine:
+        async with EngineClient(engine) as api:
+            await api.put_config(folder_config(gallery))  # no camera yet
+            async with api.events() as socket:
+                hello = await _next_event(socket)
+                assert hello["type"] == "hello"
+                assert hello["api_version"] == 1
+                replay = await _events_until(
+                    socket, lambda seen: bool(seen) and seen[-1]["id"] == hello["last_id"]
+                )
+                last_seen = replay[-1]["id"]
+                await api.put_config(folder_config(gallery, camera("door", clip)))
+                first = await _events_until(socket, lambda seen: bool(_matches(seen)))
+                match = _matches(first)[0]
+                assert match["data"]["person_id"] in SHOWN
+                assert match["data"]["camera_id"] == "door"
+                assert match["data"]["state"] == "pending"
+                assert 0.55 <= match["data"]["similarity"] <= 1
+                last_seen = first[-1]["id"]
+            # disconnected: the clip goes on (it loops), the cooldown allows each person once
+            await wait_for(lambda: _alert_count(api, 2), "the second person's alert", 60)
+            await api.put_config(folder_config(gallery, camera("door", clip), camera("hall", clip)))
+            await wait_for(lambda: _alert_count(api, 4), "two alerts of the hall camera", 60)
+            missed = [
+                a
+                for a in await alerts_of(api)
+                if a["camera_id"] == "hall" or a["id"] != match["data"]["id"]
+            ]
+            async with api.events(after=last_seen) as socket:
+                hello = await _next_event(socket)
+                replay = await _events_until(
+                    socket, lambda seen: bool(seen) and seen[-1]["id"] >= hello["last_id"]
+                )
+    ids = [event["id"] for event in replay]
+    assert ids == list(range(last_seen + 1, hello["last_id"] + 1))  # all of them, once, in order
+    assert sorted(e["data"]["id"] for e in _matches(replay)) == sorted(a["id"] for a in missed)
+    assert len(_matches(replay)) == 3
+
+
+async def _alert_count(api: EngineClient, count: int) -> bool:
+    return len(await alerts_of(api)) >= count
+
+
+async def test_gap_when_asked_for_more_than_was_kept(engines: Engines, gallery: Path) -> None:
+    """Events are kept up to a count; a client further behind is told what it lost, and
+    one from another database (the engine's data was reset) is told to start over."""
+    engine = engines()
+    with engine:
+        async with EngineClient(engine) as api:
+            await api.put_config(folder_config(gallery))
+            async with api.events() as socket:
+                hello = await _next_event(socket)
+            epoch, last = hello["epoch"], hello["last_id"]
+            assert last >= 1
+            async with api.events(after=last + 100) as socket:
+                assert (await _next_event(socket))["type"] == "hello"
+                gap = await _next_event(socket)
+                assert gap == {"type": "gap", "from": 1, "to": 0, "reason": "reset"}
+                assert (await _next_event(socket))["id"] == 1  # the replay starts over
+            async with api.events(after=0, epoch="another-database") as socket:
+                await _next_event(socket)
+                assert (await _next_event(socket))["reason"] == "reset"
+            async with api.events(after=last, epoch=epoch) as socket:
+                hello = await _next_event(socket)
+                assert hello["last_id"] == last
+                with pytest.raises(TimeoutError):
+                    await _next_event(socket, 1.0)  # nothing new, nothing again
+
+
+# ----------------------------------------------------------------------------- crashes
+
+
+def _registry_with_persons(labelled_photos: list[LabelledPhoto]) -> UprServer:
+    server = UprServer()
+    for person_id, paths in gallery_photos(labelled_photos).items():
+        photos = [server.registry.add_photo(path.name, path) for path in paths]
+        server.registry.put_person(
+            person_id, f"UPR-{person_id[-1]}", display_name=f"Person {person_id[-1]}", photos=photos
+        )
+    return server
+
+
+async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
+    engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto], test_pack: Path
+) -> None:
+    """SIGKILL while alerts wait for a registry that is down: after a restart the cameras
+    run from the persisted configuration (no push), the events the client had not read are
+    delivered, and every alert reaches the registry once it is back."""
+    registry = _registry_with_persons(labelled_photos)
+    await registry.start()
+    engine = engines()
+    try:
+        engine.start()
+        async with EngineClient(engine) as api:
+            await api.put_config(registry_config(registry.url, registry.key, camera("door", clip)))
+            await wait_for(lambda: _gallery_ok(api), "the first registry sync", 60)
+            async with api.events() as socket:
+                hello = await _next_event(socket)
+                read = await _events_until(
+                    socket, lambda seen: bool(seen) and seen[-1]["id"] >= hello["last_id"]
+                )
+            last_read = read[-1]["id"]
+            await registry.stop()  # the registry goes away; alerts wait in the outbox
+            await wait_for(lambda: _alert_count(api, 2), "both persons' alerts", 60)
+            alerts = await alerts_of(api)
+            info = await api.info()
+            assert info["outbox"]["pending"] == 2
+        engine.kill()
+        assert not engine.running
+
+        await registry.start()  # back on the same port
+        engine.start()
+        async with EngineClient(engine) as api:
+            info = await api.info()
+            assert [c["id"] for c in info["cameras"]] == ["door"]
+            await wait_for(lambda: _camera_state(api, "door", "streaming"), "the camera again", 30)
+            async with api.events(after=last_read) as socket:
+                hello = await _next_event(socket)
+                replay = await _events_until(
+                    socket, lambda seen: bool(seen) and seen[-1]["id"] >= hello["last_id"]
+                )
+            assert sorted(e["data"]["id"] for e in _matches(replay)) == sorted(
+                a["id"] for a in alerts
+            )
+            assert [e["id"] for e in replay] == list(range(last_read + 1, hello["last_id"] + 1))
+
+            async def delivered() -> bool:
+                return {a["id"] for a in alerts} <= set(registry.registry.alerts)
+
+            await wait_for(delivered, "the alerts at the registry", 60)
+            assert (await api.info())["outbox"]["pending"] == 0
+        # the restarted engine did not alert the same persons again (cooldown kept)
+        async with EngineClient(engine) as api:
+            assert len(await alerts_of(api)) == 2
+    finally:
+        engine.kill()
+        await registry.stop()
+
+
+async def _gallery_ok(api: EngineClient) -> bool:
+    info = await api.info()
+    return info["gallery"]["state"] == "ok" and info["gallery"]["persons"] == 6
+
+
+async def test_a_registry_that_never_answers_does_not_delay_the_first_match(
+    engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto], test_pack: Path
+) -> None:
+    """With a gallery synced before, the engine matches at once while its sync hangs;
+    with none, it says so (a problem clients can show) instead of waiting."""
+    registry = _registry_with_persons(labelled_photos)
+    await registry.start()
+    engine = engines()
+    try:
+        engine.start()
+        async with EngineClient(engine) as api:
+            await api.put_config(registry_config(registry.url, registry.key))
+            await wait_for(lambda: _gallery_ok(api), "the first registry sync", 60)
+        engine.stop()
+
+        registry.delay(3600, times=1000)  # accepts, never answers
+        engine.start()
+        async with EngineClient(engine) as api:
+            started = asyncio.get_running_loop().time()
+            await api.put_config(registry_config(registry.url, registry.key, camera("door", clip)))
+            info = await api.info()
+            assert info["gallery"]["state"] == "cached"
+            assert info["gallery"]["persons"] == 6
+            await wait_for(lambda: _alert_count(api, 1), "a match from the cached gallery", 30)
+            assert asyncio.get_running_loop().time() - started < 30
+
+        fresh = engines("fresh")
+        fresh.start()
+        async with EngineClient(fresh) as api:
+            answer = await api.put_config(registry_config(registry.url, registry.key))
+            assert answer["changed"] is True
+            info = await api.info()
+            assert info["gallery"]["state"] == "no_gallery_yet"
+            assert [p["code"] for p in info["problems"]] == ["no_gallery_yet"]
+    finally:
+        engine.kill()
+        await registry.stop()
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+async def test_alerts_images_verdicts_and_audit(
+    engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto], test_pack: Path
+) -> None:
+    """An alert's face crop and frame (0600), its registry photo, a verdict with the
+    deciding user (sent to the registry, audited, on the stream), a second verdict
+    refused, an unknown alert a clean 404."""
+    registry = _registry_with_persons(labelled_photos)
+    await registry.start()
+    engine = engines()
+    try:
+        with engine:
+            async with EngineClient(engine) as api:
+                await api.put_config(
+                    registry_config(registry.url, registry.key, camera("door", clip))
+                )
+                alert = (await wait_for(lambda: alerts_of(api), "an alert", 60))[0]
+                assert alert["reference"] == f"UPR-{alert['person_id'][-1]}"
+                assert alert["display_name"] == f"Person {alert['person_id'][-1]}"
+                for kind in ("face", "frame"):
+                    status, image = await api.get(f"/alerts/{alert['id']}/{kind}.jpg")
+                    assert status == 200
+                    assert image[:2] == b"\xff\xd8"
+                    path = engine.data / "alerts" / f"{alert['id']}_{kind}.jpg"
+                    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+                status, photo = await api.get(f"/persons/{alert['person_id']}/photo")
+                assert status == 200
+                assert photo[:2] == b"\xff\xd8"
+
+                async with api.events(after=(await api.info())["events"]["last_id"]) as socket:
+                    await _next_event(socket)
+                    status, decided = await api.request(
+                        "POST",
+                        f"/alerts/{alert['id']}/verdict",
+                        {
+                            "verdict": "rejected",
+                            "user_id": "u-7",
+                            "user_name": "Agent Martin",
+                            "comment": "pas lui",
+                        },
+                    )
+                    assert status == 200, decided
+                    event = await _events_until(
+                        socket, lambda seen: any(e.get("type") == "alert_decided" for e in seen)
+                    )
+                assert decided["state"] == "rejected"
+                assert decided["decided_by"] == "u-7"
+                assert decided["decided_by_name"] == "Agent Martin"
+                assert event[-1]["data"] == decided
+
+                status, again = await api.request(
+                    "POST",
+                    f"/alerts/{alert['id']}/verdict",
+                    {"verdict": "confirmed", "user_name": "B"},
+                )
+                assert status == 409
+                assert again["error"]["code"] == "already_decided"
+                assert again["error"]["placeholders"]["by"] == "Agent Martin"
+                status, unknown = await api.request(
+                    "POST", "/alerts/nope/verdict", {"verdict": "confirmed"}
+                )
+                assert status == 404
+                assert unknown["error"]["code"] == "unknown_match"
+                status, bad = await api.request(
+                    "POST", f"/alerts/{alert['id']}/verdict", {"verdict": "maybe"}
+                )
+                assert status == 400
+
+                async def verdict_sent() -> list[dict[str, Any]]:
+                    return [v for v in registry.registry.verdicts if v["alert_id"] == alert["id"]]
+
+                sent = (await wait_for(verdict_sent, "the verdict at the registry", 30))[0]
+                assert sent["verdict"] == "rejected"
+                assert sent["by"] == "Agent Martin"
+                status, audit = await api.get("/audit")
+                actions = [(line["action"], line["user_name"]) for line in audit["audit"]]
+                assert ("rejected", "Agent Martin") in actions
+                assert ("alert", None) in actions
+    finally:
+        await registry.stop()
+
+
+async def test_live_view_snapshot_and_monitoring(
+    engines: Engines, gallery: Path, clip: Path
+) -> None:
+    """The MJPEG live view and the snapshot come from the engine; stopping a camera's
+    monitoring stops it (remembered across a restart), starting it again brings it back."""
+    engine = engines()
+    with engine:
+        async with EngineClient(engine) as api:
+            await api.put_config(folder_config(gallery, camera("door", clip)))
+            await wait_for(lambda: _camera_state(api, "door", "streaming"), "the camera", 30)
+
+            async def snapshot() -> bytes | None:
+                status, body = await api.get("/cameras/door/snapshot.jpg?width=320")
+                return body if status == 200 else None
+
+            image = await wait_for(snapshot, "a snapshot", 30)
+            assert image[:2] == b"\xff\xd8"
+            assert api.session is not None
+            async with api.session.get(
+                f"{engine.url}/api/v1/cameras/door/stream.mjpg?fps=5", headers=api.headers
+            ) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+                data = b""
+                while data.count(b"--frame") < 3:
+                    data += await asyncio.wait_for(response.content.read(65536), 10)
+            assert data.count(b"\xff\xd8") >= 2
+            status, missing = await api.get("/cameras/nope/snapshot.jpg")
+            assert status == 404
+            assert missing["error"]["code"] == "unknown_camera"
+
+            status, _ = await api.request(
+                "POST", "/cameras/door/monitoring", {"on": False, "user_name": "Op"}
+            )
+            assert status == 200
+            info = await api.info()
+            assert info["cameras"][0]["monitoring"] is False
+            assert info["cameras"][0]["state"] == "stopped"
+    with engine:  # restarted: still stopped
+        async with EngineClient(engine) as api:
+            info = await api.info()
+            assert info["cameras"][0]["monitoring"] is False
+            assert info["cameras"][0]["state"] == "stopped"
+            await api.request("POST", "/cameras/door/monitoring", {"on": True})
+            await wait_for(lambda: _camera_state(api, "door", "streaming"), "the camera again", 30)
+
+
+async def test_what_the_forms_need(
+    engines: Engines, gallery: Path, clip: Path, tmp_path: Path, test_pack: Path
+) -> None:
+    """Test a camera source (cannot_connect, invalid_auth, not_a_video, invalid_source),
+    scan USB cameras, test a registry, list and verify model packs, refresh the gallery."""
+    text_file = tmp_path / "notes.mp4"
+    text_file.write_text("not a video at all\n" * 100)
+    with rtsp_server(clip, user="cam", password="s3cret-pw") as rtsp:
+        registry = UprServer()
+        await registry.start()
+        engine = engines()
+        try:
+            with engine:
+                async with EngineClient(engine) as api:
+                    await api.put_config(folder_config(gallery))
+
+                    async def test(source: str) -> dict[str, Any]:
+                        status, answer = await api.request(
+                            "POST", "/sources/test", {"source": source}
+                        )
+                        assert status == 200, answer
+                        result: dict[str, Any] = answer
+                        return result
+
+                    ok = await test(f"file://{clip}")
+                    assert ok == {"ok": True, "width": 1280, "height": 720}
+                    assert (await test(rtsp.url))["ok"] is True
+                    refused = await test(rtsp.url_with("cam", "wrong"))
+                    assert refused["error"]["code"] == "invalid_auth"
+                    assert "wrong" not in json.dumps(refused)
+                    closed = await test(f"rtsp://127.0.0.1:{registry.port + 1}/cam")
+                    assert closed["error"]["code"] == "cannot_connect"
+                    assert (await test(f"file://{text_file}"))["error"]["code"] == "not_a_video"
+                    assert (await test("gopher://x/"))["error"]["code"] == "invalid_source"
+
+                    status, scan = await api.request("POST", "/usb/scan", {"user_name": "Admin"})
+                    assert status == 200
+                    assert scan == {"cameras": []}
+
+                    async def registry_test(key: str, url: str = registry.url) -> dict[str, Any]:
+                        _, answer = await api.request(
+                            "POST",
+                            "/registry/test",
+                            {"url": url, "api_key": key, "verify_ssl": True},
+                        )
+                        result: dict[str, Any] = answer
+                        return result
+
+                    assert (await registry_test(registry.key))["ok"] is True
+                    assert (await registry_test("nope"))["error"]["code"] == "invalid_auth"
+                    gone = f"http://127.0.0.1:{registry.port + 1}/api"
+                    assert (await registry_test("k", gone))["error"]["code"] == "cannot_connect"
+
+                    status, packs = await api.get("/models")
+                    assert [p["name"] for p in packs["packs"]] == [
+                        "buffalo_l",
+                        "buffalo_m",
+                        "buffalo_s",
+                        "buffalo_sc",
+                    ]
+                    assert not any(p["installed"] for p in packs["packs"])
+                    _, verified = await api.request(
+                        "POST", "/models/verify", {"folder": str(test_pack)}
+                    )
+                    assert verified["ok"] is True
+                    assert verified["detector"] == "det_500m.onnx"
+                    _, empty = await api.request(
+                        "POST", "/models/verify", {"folder": str(tmp_path)}
+                    )
+                    assert empty["error"]["code"] == "invalid_model_dir"
+
+                    status, refreshed = await api.request(
+                        "POST", "/gallery/refresh", {"user_name": "Admin"}
+                    )
+                    assert status == 200
+                    assert refreshed["ok"] is True
+                    assert refreshed["persons"] == 6
+            assert "s3cret-pw" not in engine.log_text()
+        finally:
+            await registry.stop()
