@@ -21,6 +21,7 @@ import secrets
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -61,7 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
 
 
-def run(args: argparse.Namespace) -> int:
+type Listening = Callable[[str, int, str], Awaitable[None]]
+"""Called once the API answers, with (scheme, port, token): the add-on announces itself."""
+
+
+def run(args: argparse.Namespace, *, on_listening: Listening | None = None) -> int:
     """Serve until stopped; the exit status."""
     if bool(args.certfile) != bool(args.keyfile):
         print("upr-faces serve: --certfile and --keyfile go together", file=sys.stderr)
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.certfile, args.keyfile)
     try:
-        asyncio.run(_serve(data, token, args.host, args.port, context))
+        asyncio.run(_serve(data, token, args.host, args.port, context, on_listening))
     except OSError as err:
         print(f"upr-faces serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
@@ -83,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(
-    data: Path, token: str, host: str, port: int, context: ssl.SSLContext | None
+    data: Path,
+    token: str,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    on_listening: Listening | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -104,8 +114,13 @@ async def _serve(
         _LOGGER.info(
             "upr-faces engine %s listening on %s://%s:%s", __version__, scheme, shown, bound
         )
+        announcing = (
+            asyncio.ensure_future(on_listening(scheme, bound, token)) if on_listening else None
+        )
         await stop.wait()
         _LOGGER.info("stopping")
+        if announcing is not None:
+            announcing.cancel()
     finally:
         await asyncio.wait_for(runner.cleanup(), STOP_TIMEOUT)
         await asyncio.wait_for(engine.stop(), STOP_TIMEOUT)
