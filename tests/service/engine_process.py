@@ -16,6 +16,7 @@ import json
 import os
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -92,7 +93,9 @@ class EngineProcess:
                 line += chunk
         selector.close()
         text = line.decode().strip()
-        assert text.startswith("listening on http://127.0.0.1:"), text
+        assert text.startswith(
+            ("listening on http://127.0.0.1:", "listening on https://127.0.0.1:")
+        ), text
         self.url = text.removeprefix("listening on ")
         self.port = int(self.url.rsplit(":", 1)[1])
         return self.url
@@ -141,13 +144,17 @@ class EngineProcess:
 class EngineClient:
     """The engine's API over aiohttp, with the engine's token (or another one)."""
 
-    def __init__(self, engine: EngineProcess, token: str | None = None) -> None:
+    def __init__(
+        self, engine: EngineProcess, token: str | None = None, ssl: ssl.SSLContext | None = None
+    ) -> None:
         self.engine = engine
         self.token = engine.token if token is None else token
+        self.ssl = ssl
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        self.session = aiohttp.ClientSession()
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None
+        self.session = aiohttp.ClientSession(connector=connector)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -677,3 +679,51 @@ async def test_what_the_forms_need(
             assert "s3cret-pw" not in engine.log_text()
         finally:
             await registry.stop()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_with_a_certificate(engines: Engines, certificate: tuple[Path, Path]) -> None:
+    """Given a certificate, the engine speaks HTTPS (plain HTTP gets nothing); a client
+    that trusts the certificate gets in with the token."""
+    cert, key = certificate
+    engine = engines(extra=("--certfile", str(cert), "--keyfile", str(key)))
+    with engine:
+        assert engine.url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=str(cert))
+        async with EngineClient(engine, ssl=trust) as api:
+            status, health = await api.get("/health")
+            assert status == 200
+            assert health["status"] == "ok"
+        plain = engine.url.replace("https://", "http://")
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(f"{plain}/api/v1/health") as response:
+                    await response.read()
