@@ -242,3 +242,160 @@ def run_pipeline_bench(
             "p95": round(float(np.percentile(lat, 95)), 3) if lat else None,
         },
     }
+
+
+# --------------------------------------------------------------------------- through the service
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def run_service_bench(
+    models: Path,
+    streams: int,
+    clip: Path,
+    gallery_dir: Path,
+    *,
+    seconds: float = 20.0,
+    warmup: float = 4.0,
+    detection_fps: float = 5.0,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """:func:`run_pipeline_bench` through ``upr-faces serve``: a real engine process is
+    configured over its API with ``streams`` file cameras; its CPU and memory are read from
+    /proc, the pipeline's counters from ``/api/v1/info``, latencies from its alerts (each
+    one also written to disk with its images and to the event log, as in production)."""
+    import asyncio
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as data:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "upr_faces_engine", "serve", "--data", data, "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().decode().strip().removeprefix("listening on ")
+            token = (Path(data) / "token").read_text(encoding="utf-8").strip()
+            return asyncio.run(
+                _measure_service(
+                    process.pid,
+                    url,
+                    token,
+                    models,
+                    streams,
+                    clip,
+                    gallery_dir,
+                    seconds=seconds,
+                    warmup=warmup,
+                    detection_fps=detection_fps,
+                    progress=progress,
+                )
+            )
+        finally:
+            process.terminate()
+            process.wait(15)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+async def _measure_service(
+    pid: int,
+    url: str,
+    token: str,
+    models: Path,
+    streams: int,
+    clip: Path,
+    gallery_dir: Path,
+    *,
+    seconds: float,
+    warmup: float,
+    detection_fps: float,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    import asyncio
+
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"}
+    config = {
+        "gallery": {"source": "folder", "folder": str(gallery_dir.resolve())},
+        "models": {"pack": "custom", "folder": str(models.resolve())},
+        "options": {"detection_fps": detection_fps, "cooldown": 0},
+        "cameras": [
+            {"id": f"cam{i}", "name": f"cam{i}", "source": f"file://{clip.resolve()}"}
+            for i in range(streams)
+        ],
+    }
+    async with aiohttp.ClientSession(base_url=url, headers=headers) as session:
+
+        async def info() -> dict[str, Any]:
+            async with session.get("/api/v1/info") as response:
+                data: dict[str, Any] = await response.json()
+                return data
+
+        rss_base = _process_rss_mib(pid)
+        async with session.put("/api/v1/config", json=config) as response:
+            response.raise_for_status()
+        progress(f"bench: {streams} stream(s) through the service, warming up")
+        await asyncio.sleep(warmup)
+        start = await info()
+        began = time.time()
+        cpu0, wall0 = _process_cpu_seconds(pid), time.monotonic()
+        progress(f"bench: measuring for {seconds:.0f} s")
+        await asyncio.sleep(seconds)
+        cpu1, wall1 = _process_cpu_seconds(pid), time.monotonic()
+        end = await info()
+        rss_run = _process_rss_mib(pid)
+        async with session.get(f"/api/v1/alerts?limit=5000&since={began}") as response:
+            alerts = (await response.json())["alerts"]
+    wall = wall1 - wall0
+
+    def per_camera(snapshot: dict[str, Any], key: str, source: bool = False) -> dict[str, int]:
+        out = {}
+        for camera in snapshot["cameras"]:
+            stats = camera["source_stats" if source else "stats"] or {}
+            out[camera["id"]] = int(stats.get(key) or 0)
+        return out
+
+    def rate(key: str, source: bool = False) -> list[float]:
+        a, b = per_camera(start, key, source), per_camera(end, key, source)
+        return [(b[c] - a.get(c, 0)) / wall for c in b]
+
+    analysed, gated = rate("frames_analysed"), rate("gated")
+    read_fps = rate("frames_read", source=True)
+    dropped_a, dropped_b = per_camera(start, "dropped"), per_camera(end, "dropped")
+    cpu_percent = (cpu1 - cpu0) / wall * 100.0
+    lat = sorted(float(alert["latency_s"]) for alert in alerts)
+    return {
+        "mode": "service",
+        "streams": streams,
+        "seconds": round(wall, 1),
+        "threads": end["threads"],
+        "cpu_percent_total": round(cpu_percent, 1),
+        "cpu_percent_per_stream": round(cpu_percent / streams, 1),
+        "rss_mib": round(rss_run, 1),
+        "rss_mib_idle_engine": round(rss_base, 1),
+        "rss_mib_per_stream": round((rss_run - rss_base) / streams, 1),
+        "read_fps_per_stream": round(float(np.mean(read_fps)), 2),
+        "analysed_fps_per_stream": round(float(np.mean(analysed)), 2),
+        "analysed_fps_min": round(float(np.min(analysed)), 2),
+        "gated_fps_per_stream": round(float(np.mean(gated)), 2),
+        "dropped_samples": sum(dropped_b[c] - dropped_a.get(c, 0) for c in dropped_b),
+        "events": len(lat),
+        "latency_s": {
+            "p50": round(float(np.percentile(lat, 50)), 3) if lat else None,
+            "p95": round(float(np.percentile(lat, 95)), 3) if lat else None,
+        },
+    }

@@ -206,8 +206,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.clip or not args.gallery:
             _progress("upr-faces: bench --streams needs --clip and --gallery")
             return EXIT_USAGE
+        run = bench.run_service_bench if args.service else bench.run_pipeline_bench
         _emit(
-            bench.run_pipeline_bench(
+            run(
                 Path(args.models),
                 args.streams,
                 Path(args.clip),
@@ -380,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=30)
     bench.add_argument("images", nargs="*", metavar="IMAGE", help="photos to time (optional)")
     bench.add_argument("--streams", type=int, default=0, help="pipeline bench: N file cameras")
+    bench.add_argument(
+        "--service",
+        action="store_true",
+        help="pipeline bench through a real upr-faces serve process (with --streams)",
+    )
     bench.add_argument("--clip", help="pipeline bench: the clip every camera plays")
     bench.add_argument("--gallery", help="pipeline bench: the gallery folder")
     bench.add_argument("--seconds", type=float, default=20.0, help="pipeline bench: duration")
