@@ -92,6 +92,7 @@ def browser(chromium: Path) -> Iterator[Any]:
     """A headless Chromium for one test (Playwright's sync API, stopped after the test)."""
     from playwright.sync_api import sync_playwright
 
+    before = set(threading.enumerate())
     manager = sync_playwright().start()
     try:
         instance = manager.chromium.launch(
@@ -103,6 +104,11 @@ def browser(chromium: Path) -> Iterator[Any]:
             instance.close()
     finally:
         manager.stop()
+        # Playwright's loop leaves its executor's threads ending: let them end before the
+        # Home Assistant test plugin counts threads left behind
+        for thread in set(threading.enumerate()) - before:
+            if thread.name.startswith("asyncio_"):
+                thread.join(10)
 
 
 @pytest.fixture(scope="session")

@@ -390,8 +390,11 @@ async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
             await registry.stop()  # the registry goes away; alerts wait in the outbox
             await wait_for(lambda: _alert_count(api, 2), "both persons' alerts", 60)
             alerts = await alerts_of(api)
-            info = await api.info()
-            assert info["outbox"]["pending"] == 2
+
+            async def both_waiting() -> bool:
+                return (await api.info())["outbox"]["pending"] == 2
+
+            await wait_for(both_waiting, "both alerts in the outbox", 10)
         engine.kill()
         assert not engine.running
 
