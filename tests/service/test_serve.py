@@ -730,3 +730,80 @@ async def test_tls_with_a_certificate(engines: Engines, certificate: tuple[Path,
             with pytest.raises(aiohttp.ClientError):
                 async with session.get(f"{plain}/api/v1/health") as response:
                     await response.read()
+
+
+async def test_model_pack_downloaded_on_request_then_used(
+    engines: Engines, gallery: Path, test_pack: Path, tmp_path: Path
+) -> None:
+    """A configuration naming an official pack that is not there yet raises a problem the
+    client can show (where the files go, where they come from); a download on request
+    (from a mirror here) reports its progress, and the engine starts with the pack."""
+    import io
+    import zipfile
+
+    from aiohttp import web
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(test_pack / "det_500m.onnx", "det_500m.onnx")
+        zipped.write(test_pack / "mobilefacenet_128d.onnx", "w600k_mbf.onnx")
+    body = archive.getvalue()
+
+    async def serve_zip(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/zip")
+
+    app = web.Application()
+    app.router.add_get("/mirror/buffalo_sc.zip", serve_zip)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    mirror = f"http://127.0.0.1:{runner.addresses[0][1]}/mirror/buffalo_sc.zip"
+    engine = engines()
+    try:
+        with engine:
+            async with EngineClient(engine) as api:
+                config = folder_config(gallery)
+                config["models"] = {"pack": "buffalo_sc"}
+                answer = await api.put_config(config)
+                assert answer["reloaded"] == []
+                info = await api.info()
+                problem = info["problems"][0]
+                assert problem["code"] == "model_pack_missing"
+                assert problem["placeholders"]["files"] == "det_500m.onnx, w600k_mbf.onnx"
+                assert problem["placeholders"]["folder"] == str(
+                    engine.data / "models" / "buffalo_sc"
+                )
+                status, job = await api.request(
+                    "POST", "/models/buffalo_sc/download", {"url": mirror}
+                )
+                assert status == 202
+                assert job["state"] == "running"
+
+                async def finished() -> dict[str, Any] | None:
+                    _, job = await api.get("/models/buffalo_sc/download")
+                    return job if job["state"] != "running" else None
+
+                job = await wait_for(finished, "the download", 60)
+                assert job["state"] == "done"
+                assert job["done"] == job["total"] == len(body)
+
+                async def running() -> bool:
+                    info = await api.info()
+                    return info["gallery"]["persons"] == 6 and info["models"]["detector"] == (
+                        "det_500m.onnx"
+                    )
+
+                await wait_for(running, "the engine on the new pack with its gallery", 30)
+                info = await api.info()
+                assert info["problems"] == []
+                assert info["models"]["recognizer"] == "w600k_mbf.onnx"
+                _, packs = await api.get("/models")
+                assert [p["installed"] for p in packs["packs"] if p["name"] == "buffalo_sc"] == [
+                    True
+                ]
+                status, unknown = await api.request("POST", "/models/antelope/download", {})
+                assert status == 400
+                assert unknown["error"]["code"] == "unknown_pack"
+    finally:
+        await runner.cleanup()
