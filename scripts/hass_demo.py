@@ -88,6 +88,16 @@ class Login:
     refresh_token: str
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def write_config(config_dir: Path, port: int, language: str = "en") -> None:
     """A minimal configuration: no integration that needs the internet or extra packages."""
     config_dir.mkdir(parents=True, exist_ok=True)
