@@ -11,7 +11,9 @@ import json
 import ssl
 import stat
 import subprocess
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -606,7 +608,8 @@ async def test_what_the_forms_need(
     engines: Engines, gallery: Path, clip: Path, tmp_path: Path, test_pack: Path
 ) -> None:
     """Test a camera source (cannot_connect, invalid_auth, not_a_video, invalid_source),
-    scan USB cameras, test a registry, list and verify model packs, refresh the gallery."""
+    scan USB cameras, test a registry, list and verify model packs, check gallery folders
+    and sources, refresh the gallery."""
     text_file = tmp_path / "notes.mp4"
     text_file.write_text("not a video at all\n" * 100)
     with rtsp_server(clip, user="cam", password="s3cret-pw") as rtsp:
@@ -672,6 +675,32 @@ async def test_what_the_forms_need(
                         "POST", "/models/verify", {"folder": str(tmp_path)}
                     )
                     assert empty["error"]["code"] == "invalid_model_dir"
+
+                    async def folder(path: str) -> dict[str, Any]:
+                        _, answer = await api.request("POST", "/folders/check", {"folder": path})
+                        result: dict[str, Any] = answer
+                        return result
+
+                    new = tmp_path / "galleries" / "lyon"
+                    assert await folder(f"{new}/") == {"ok": True, "folder": str(new)}
+                    assert new.is_dir()  # created
+                    read_only = tmp_path / "media"
+                    read_only.mkdir(mode=0o555)  # the add-on's /media is mounted read-only
+                    assert (await folder(str(read_only)))["ok"] is True
+                    blocked = str(text_file / "sub")  # under a file
+                    answer = await folder(blocked)
+                    assert answer["error"]["code"] == "folder_not_writable"
+                    assert answer["error"]["placeholders"]["folder"] == blocked
+                    status, answer = await api.request(
+                        "POST", "/folders/check", {"folder": "faces/gallery"}
+                    )
+                    assert (status, answer["error"]["code"]) == (400, "invalid_request")
+
+                    _, checked = await api.request(
+                        "POST", "/sources/check", {"source": "rstp://u:pw@h/x"}
+                    )
+                    assert checked["ok"] is False
+                    assert checked["masked"] == "rstp://u:***@h/x"  # shown back masked
 
                     status, refreshed = await api.request(
                         "POST", "/gallery/refresh", {"user_name": "Admin"}
@@ -807,3 +836,66 @@ async def test_model_pack_downloaded_on_request_then_used(
                 assert unknown["error"]["code"] == "unknown_pack"
     finally:
         await runner.cleanup()
+
+
+async def test_retention_drops_old_alerts_their_images_and_audit(
+    engines: Engines, gallery: Path
+) -> None:
+    """Alerts and audit lines older than ``retention_days`` go, with their images, at the
+    engine's start and hourly after; younger ones stay."""
+    now = time.time()
+
+    def iso(days_ago: float) -> str:
+        return datetime.fromtimestamp(now - days_ago * 86_400, UTC).isoformat()
+
+    def alert(alert_id: str, days_ago: float) -> dict[str, Any]:
+        return {
+            "match_id": alert_id,
+            "tier": "match",
+            "person_id": "deepface_C",
+            "similarity": 0.7,
+            "camera_id": "door",
+            "camera_name": "Door",
+            "detected_at": iso(days_ago),
+            "state": "pending",
+            "has_snapshot": True,
+        }
+
+    engine = engines()
+    with engine:
+        async with EngineClient(engine) as api:
+            await api.put_config(folder_config(gallery, retention_days=30))
+            status, imported = await api.request(
+                "POST",
+                "/import",
+                {
+                    "origin": "test",
+                    "alerts": [alert("old-alert", 40), alert("young-alert", 2)],
+                    "audit": [
+                        {"at": iso(40), "action": "confirmed", "details": {}},
+                        {"at": iso(2), "action": "rejected", "details": {}},
+                    ],
+                },
+            )
+            assert status == 200
+            assert (imported["alerts"], imported["audit"]) == (2, 2)
+    images = engine.data / "alerts"
+    for alert_id in ("old-alert", "young-alert"):
+        for kind in ("face", "frame"):
+            (images / f"{alert_id}_{kind}.jpg").write_bytes(b"\xff\xd8 evidence")
+    with engine:  # housekeeping runs at the start
+        async with EngineClient(engine) as api:
+
+            async def pruned() -> bool:
+                _, alerts = await api.get("/alerts?limit=10")
+                return [a["id"] for a in alerts["alerts"]] == ["young-alert"]
+
+            await wait_for(pruned, "the old alert dropped", 20)
+            _, trail = await api.get("/audit")
+    assert sorted(p.name for p in images.iterdir()) == [
+        "young-alert_face.jpg",
+        "young-alert_frame.jpg",
+    ]
+    actions = [line["action"] for line in trail["audit"]]
+    assert "rejected" in actions
+    assert "confirmed" not in actions

@@ -26,6 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 PREFIX: Final = "/api/v1"
 MAX_BODY: Final = 1024 * 1024
 MAX_USER_TEXT: Final = 200
+MAX_AUDIT_DETAILS: Final = 4096
 MAX_COMMENT: Final = 2000
 REPLAY_BATCH: Final = 500
 ENGINE_KEY: Final = web.AppKey("engine", Engine)
@@ -244,12 +245,45 @@ class Api:
         entries = await asyncio.to_thread(self.engine.store.audit_since, since)
         return web.json_response({"audit": entries})
 
+    async def add_audit(self, request: web.Request) -> web.Response:
+        """An action done in a client (an option changed in Home Assistant), audited here."""
+        data = await _json(request)
+        user_id, user_name = _user(data)
+        action, details = data.get("action"), data.get("details", {})
+        if not isinstance(action, str) or not action or len(action) > MAX_USER_TEXT:
+            raise EngineError("invalid_request", "action must be a short string", field="action")
+        if not isinstance(details, dict) or len(json.dumps(details)) > MAX_AUDIT_DETAILS:
+            raise EngineError("invalid_request", "details must be a small object", field="details")
+        await asyncio.to_thread(self.engine.audit_action, action, user_id, user_name, details)
+        return web.json_response({"ok": True})
+
     async def person_photo(self, request: web.Request) -> web.Response:
         data = await self.engine.person_photo(request.match_info["person_id"])
         content_type = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
         return web.Response(body=data, content_type=content_type)
 
     # --------------------------------------------------------------- forms
+
+    async def check_source(self, request: web.Request) -> web.Response:
+        data = await _json(request)
+        source, stored = data.get("source"), data.get("stored")
+        if not isinstance(source, str) or len(source) > 2048:
+            raise EngineError("invalid_request", "source must be a string", field="source")
+        if stored is not None and (not isinstance(stored, str) or len(stored) > 2048):
+            raise EngineError("invalid_request", "stored must be a string", field="stored")
+        return web.json_response(self.engine.check_source(source, stored))
+
+    async def check_folder(self, request: web.Request) -> web.Response:
+        folder = (await _json(request)).get("folder")
+        if not isinstance(folder, str) or not folder.startswith("/") or len(folder) > 2048:
+            raise EngineError("invalid_request", "folder must be an absolute path", field="folder")
+        if "\x00" in folder or "\n" in folder:
+            raise EngineError("invalid_request", "folder holds control characters", field="folder")
+        return web.json_response(await self.engine.check_folder(folder))
+
+    async def import_history(self, request: web.Request) -> web.Response:
+        data = await _json(request)
+        return web.json_response(self.engine.import_history(data))
 
     async def test_source(self, request: web.Request) -> web.Response:
         data = await _json(request)
@@ -395,8 +429,12 @@ def create_app(engine: Engine, token: str) -> web.Application:
         web.get(f"{PREFIX}/alerts/{{alert_id}}/{{kind}}.jpg", api.alert_image),
         web.post(f"{PREFIX}/alerts/{{alert_id}}/verdict", api.verdict),
         web.get(f"{PREFIX}/audit", api.audit),
+        web.post(f"{PREFIX}/audit", api.add_audit),
         web.get(f"{PREFIX}/persons/{{person_id}}/photo", api.person_photo),
+        web.post(f"{PREFIX}/sources/check", api.check_source),
         web.post(f"{PREFIX}/sources/test", api.test_source),
+        web.post(f"{PREFIX}/import", api.import_history),
+        web.post(f"{PREFIX}/folders/check", api.check_folder),
         web.post(f"{PREFIX}/usb/scan", api.scan_usb),
         web.post(f"{PREFIX}/registry/test", api.test_registry),
         web.get(f"{PREFIX}/models", api.models),

@@ -55,7 +55,17 @@ from ..models import (
 )
 from ..outbox import Outbox
 from ..pipeline import Pipeline, PipelineConfig
-from ..sources import CameraSource, SourceState, mask_text, mask_url, scan_usb
+from ..sources import (
+    CameraSource,
+    SourceState,
+    default_name,
+    mask_text,
+    mask_url,
+    parse_source,
+    scan_usb,
+    source_key,
+    unmask_source,
+)
 from ..sync import GallerySync
 from ..upr_client import RetryPolicy, UprAuthError, UprClient, UprConnectionError
 from .config import CUSTOM_PACK, CameraConfig, EngineConfig, check_source, parse_config
@@ -289,6 +299,12 @@ class Engine:
                 "details": details,
             }
         )
+
+    def audit_action(
+        self, action: str, user_id: str | None, user_name: str | None, details: dict[str, Any]
+    ) -> None:
+        """Audit an action a client did on its side (blocking: SQLite)."""
+        self._audit(action, user_id, user_name, **details)
 
     # ------------------------------------------------------------------ configuration
 
@@ -879,6 +895,103 @@ class Engine:
 
     # ------------------------------------------------------------------ what forms need
 
+    def check_source(self, source: str, stored: str | None = None) -> dict[str, Any]:
+        """Parse a camera source without opening it: what a form needs to store and show.
+
+        With ``stored`` (the source saved before), a ``***`` the form showed in place of a
+        password or secret is replaced by the stored value. The answer holds the source to
+        store, its masked form, the key that tells two cameras apart and a default name.
+        """
+        text = unmask_source(source.strip(), stored) if stored else source.strip()
+        if "***" in text:
+            return {**_invalid_source("a masked secret hides nothing known"), "masked": text}
+        try:
+            checked = check_source(text, "source")
+            spec = parse_source(checked)
+        except UprFacesError as err:
+            return {**_invalid_source(str(err)), "masked": mask_url(text)}
+        return {
+            "ok": True,
+            "source": spec.url,
+            "masked": spec.masked,
+            "key": source_key(spec),
+            "kind": str(spec.kind),
+            "name": default_name(spec),
+        }
+
+    async def check_folder(self, folder: str) -> dict[str, Any]:
+        """A gallery folder of the engine's host: created when missing; whether the engine can
+        read it (it never writes there: a read-only folder, such as the add-on's /media,
+        is fine)."""
+
+        def refused(error: str) -> dict[str, Any]:
+            return {
+                "ok": False,
+                "error": {
+                    "code": "folder_not_writable",
+                    "placeholders": {"folder": folder, "error": error},
+                },
+            }
+
+        def check() -> dict[str, Any]:
+            path = Path(folder)
+            if not path.is_absolute():
+                return refused("not an absolute path")
+            try:
+                if not path.is_dir():
+                    path.mkdir(parents=True)
+                resolved = path.resolve()
+            except OSError as err:
+                return refused(err.strerror or str(err))
+            if not resolved.is_dir() or not os.access(resolved, os.R_OK | os.X_OK):
+                return refused("not readable")
+            return {"ok": True, "folder": str(resolved)}
+
+        return await asyncio.to_thread(check)
+
+    def import_history(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Take alerts, audit lines and monitoring flags kept by an older client, once per
+        ``origin`` (a client's id): a second import of the same origin changes nothing."""
+        origin = str(data.get("origin") or "")
+        done = set(self.store.get_meta("imported") or [])
+        if not origin or origin in done:
+            return {"imported": False, "alerts": 0, "audit": 0}
+        alerts = 0
+        for item in data.get("alerts") or []:
+            alert = _imported_alert(item)
+            if alert is not None and self.store.alert(alert["id"]) is None:
+                self.store.put_alert(alert)
+                alerts += 1
+        lines = 0
+        for item in data.get("audit") or []:
+            when = _timestamp(item.get("at"))
+            if when is None or not isinstance(item.get("action"), str):
+                continue
+            self.store.audit(
+                {
+                    "at": when,
+                    "time": _iso(when),
+                    "action": item["action"],
+                    "user_id": item.get("user_id"),
+                    "user_name": item.get("user_name"),
+                    "details": item.get("details") or {},
+                }
+            )
+            lines += 1
+        monitoring = {
+            str(key): bool(value) for key, value in (data.get("monitoring") or {}).items()
+        }
+        if monitoring:
+            self.store.set_meta(
+                "monitoring", {**(self.store.get_meta("monitoring") or {}), **monitoring}
+            )
+            for camera_id, on in monitoring.items():
+                if camera_id in self.cameras:
+                    self.cameras[camera_id].monitoring = on
+        self.store.set_meta("imported", sorted(done | {origin}))
+        self._audit("history_imported", origin=origin, alerts=alerts, audit=lines)
+        return {"imported": True, "alerts": alerts, "audit": lines}
+
     async def test_source(self, source: str) -> dict[str, Any]:
         """Open a camera source briefly: ok with the frame size, or why not."""
         try:
@@ -1131,6 +1244,60 @@ def public_alert(alert: dict[str, Any]) -> dict[str, Any]:
 def _counts(report: dict[str, Any]) -> dict[str, Any]:
     keep = ("persons", "references", "skipped")
     return {key: report[key] for key in keep if key in report}
+
+
+def _invalid_source(problem: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": "invalid_source", "placeholders": {"problem": problem}}}
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _imported_alert(item: Any) -> dict[str, Any] | None:
+    """An alert record of the integration's own log (before the engine kept them)."""
+    if not isinstance(item, dict):
+        return None
+    when = _timestamp(item.get("detected_at"))
+    if (
+        when is None
+        or not item.get("match_id")
+        or item.get("state")
+        not in (
+            "pending",
+            "confirmed",
+            "rejected",
+        )
+    ):
+        return None
+    return {
+        "id": str(item["match_id"]),
+        "tier": "match" if item.get("tier") == "match" else "probable",
+        "person_id": str(item.get("person_id") or ""),
+        "reference": str(item.get("reference") or item.get("person_id") or ""),
+        "display_name": item.get("display_name"),
+        "similarity": float(item.get("similarity") or 0.0),
+        "camera_id": str(item.get("camera_id") or ""),
+        "camera_name": str(item.get("camera_name") or ""),
+        "detected_at": _iso(when),
+        "detected_at_ts": when,
+        "latency_s": None,
+        "track_id": int(item.get("track_id") or 0),
+        "has_images": bool(item.get("has_snapshot")),
+        "state": item["state"],
+        "decided_by": item.get("decided_by"),
+        "decided_by_name": item.get("decided_by_name"),
+        "decided_at": item.get("decided_at"),
+        "comment": item.get("comment"),
+    }
 
 
 def _source_error(reason: str | None) -> str:

@@ -65,9 +65,12 @@ from .spec import (
     SourceError,
     SourceKind,
     SourceSpec,
+    default_name,
     mask_text,
     mask_url,
     parse_source,
+    source_key,
+    unmask_source,
 )
 from .stream import Frame, Image, SourceStats
 from .usb import UsbCamera, scan_usb
@@ -88,8 +91,11 @@ __all__ = [
     "SourceStats",
     "StateListener",
     "UsbCamera",
+    "default_name",
     "mask_text",
     "mask_url",
     "parse_source",
     "scan_usb",
+    "source_key",
+    "unmask_source",
 ]

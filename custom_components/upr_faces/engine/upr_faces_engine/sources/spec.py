@@ -184,3 +184,53 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec(kind, raw)
     shown = f"{scheme}://" if scheme else mask_url(raw)
     raise InvalidSourceError(f"unknown camera source {shown!r}: expected {_SCHEMES}")
+
+
+# --------------------------------------------------------------------------- editing
+
+
+def unmask_source(submitted: str, stored: str) -> str:
+    """The source to keep when an admin edits one shown masked (``user:***@host``).
+
+    ``submitted`` equal to ``mask_url(stored)`` gives ``stored`` back exactly; otherwise each
+    ``***`` (the password, a secret query value) is replaced by the stored value it hides.
+    A ``***`` that hides nothing is left, and :func:`parse_source` callers refuse it.
+    """
+    if _MASK not in submitted:
+        return submitted
+    if submitted == mask_url(stored):
+        return stored
+    try:
+        new, old = urlsplit(submitted), urlsplit(stored)
+    except ValueError:
+        return submitted
+    netloc = new.netloc
+    if new.password == _MASK and old.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{old.password}@{hostport}"
+    query = new.query
+    if _MASK in query:
+        old_values = dict(parse_qsl(old.query, keep_blank_values=True))
+        pairs = [
+            (key, old_values.get(key, value) if value == _MASK else value)
+            for key, value in parse_qsl(query, keep_blank_values=True)
+        ]
+        query = urlencode(pairs)
+    return urlunsplit((new.scheme, netloc, new.path, query, new.fragment))
+
+
+def source_key(spec: SourceSpec) -> str:
+    """What makes two sources the same camera: the masked source (``usb:N`` for a
+    ``/dev/videoN``), never holding a secret."""
+    if spec.kind is SourceKind.USB and isinstance(spec.device, int):
+        return f"usb:{spec.device}"
+    return spec.masked
+
+
+def default_name(spec: SourceSpec) -> str:
+    """A camera name when the admin gives none: the host, or the clip's name."""
+    if spec.kind in (SourceKind.RTSP, SourceKind.HTTP):
+        return urlsplit(spec.url).hostname or spec.masked
+    if spec.path is not None:
+        return spec.path.stem or spec.masked
+    return spec.masked
