@@ -7,6 +7,7 @@ Used by ``scripts/bootstrap`` (the oldest Home Assistant, in ``.venv``), ``scrip
     python scripts/ha_env.py python-version requirements_ha_newest.txt
     python scripts/ha_env.py constraints 2026.10.4 3.14.10 OUT.txt
     python scripts/ha_env.py manifest-requirements
+    python scripts/ha_env.py engine-requirements
     python scripts/ha_env.py component-requirements      # with the environment's Python
 
 Home Assistant installs a custom integration's requirements with its own
@@ -15,6 +16,12 @@ Home Assistant 2026 no longer installs some packages itself that the components 
 load import (hassil, mutagen, PyTurboJPEG, gazetteer-matcher...): ``component-requirements``
 lists the requirements of those components, read from the installed Home Assistant's own
 manifests, so they come at the versions that release pins.
+
+The tests also run the engine (``upr-faces serve`` processes, the embedded engine on the
+test interpreter, the engine's own unit tests) in the same environment: its dependencies
+(``engine-requirements``, the ranges of its ``pyproject.toml``) are installed there under
+Home Assistant's constraints too. A real embedded engine gets an environment of its own
+with the pins of ``engine/requirements.txt``, which the packaging tests check separately.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "custom_components" / "upr_faces" / "manifest.json"
+ENGINE_PROJECT = ROOT / "custom_components" / "upr_faces" / "engine" / "pyproject.toml"
 
 # Python versions each Home Assistant line runs on (the newest its Requires-Python admits).
 PYTHON_FOR = {"2025": "3.13", "2026": "3.14.10"}
@@ -111,6 +120,12 @@ def manifest_requirements() -> list[str]:
     return [str(item) for item in requirements]
 
 
+def engine_requirements() -> list[str]:
+    """The engine's dependencies (the ranges of its pyproject.toml)."""
+    project = tomllib.loads(ENGINE_PROJECT.read_text(encoding="utf-8"))["project"]
+    return [str(item) for item in project["dependencies"]]
+
+
 def _integration_platforms() -> set[str]:
     folder = MANIFEST.parent
     source = (folder / "__init__.py").read_text(encoding="utf-8")
@@ -159,6 +174,8 @@ def main(argv: list[str]) -> int:
         fetch_constraints(args[0], args[1], Path(args[2]))
     elif command == "manifest-requirements":
         print("\n".join(manifest_requirements()))
+    elif command == "engine-requirements":
+        print("\n".join(engine_requirements()))
     elif command == "component-requirements":
         print("\n".join(component_requirements()))
     else:
