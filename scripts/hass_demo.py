@@ -3,8 +3,10 @@ browser tests.
 
 Everything goes through Home Assistant's own public interfaces: the configuration folder
 is written, ``hass`` is started, onboarding is done over the REST API, the integration is
-set up through the config-flow REST API and cameras through the subentry-flow API, and a
-dashboard is saved over the websocket. Run with the project's ``.venv`` Python.
+set up through the config-flow REST API (the engine "on this machine": the embedded engine,
+run on this same Python, which has the engine's packages, so nothing is installed) and
+cameras through the subentry-flow API, and a dashboard is saved over the websocket. Run
+with the project's ``.venv`` Python.
 """
 
 from __future__ import annotations
@@ -98,8 +100,13 @@ def free_port() -> int:
         return port
 
 
-def write_config(config_dir: Path, port: int, language: str = "en") -> None:
-    """A minimal configuration: no integration that needs the internet or extra packages."""
+def write_config(
+    config_dir: Path, port: int, language: str = "en", integration: Path | None = None
+) -> None:
+    """A minimal configuration: no integration that needs the internet or extra packages.
+
+    ``integration`` is the UPR Faces folder to link in (this checkout's by default; the
+    benches compare another version's)."""
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "configuration.yaml").write_text(
         CONFIGURATION.format(port=port, language=language, http=HTTP_BLOCK.format(port=port)),
@@ -108,19 +115,24 @@ def write_config(config_dir: Path, port: int, language: str = "en") -> None:
     target = config_dir / "custom_components" / "upr_faces"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(ROOT / "custom_components" / "upr_faces", target_is_directory=True)
+        source = integration or ROOT / "custom_components" / "upr_faces"
+        target.symlink_to(source, target_is_directory=True)
 
 
 def start_hass(config_dir: Path, port: int) -> Hass:
     """Start ``hass`` on the configuration folder (without installing anything)."""
     log = config_dir / "hass.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the embedded engine runs on this Python (it has the engine's packages): no pip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "UPR_FACES_ENGINE_PYTHON": sys.executable}
     handle = log.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "homeassistant", "--config", str(config_dir), "--skip-pip"],
         stdout=handle,
         stderr=subprocess.STDOUT,
         env=env,
+        # not this checkout: `python -m` puts the working folder first on sys.path, and its
+        # custom_components would win over the configuration folder's
+        cwd=config_dir,
         start_new_session=True,
     )
     return Hass(process, f"http://127.0.0.1:{port}", config_dir, log)
@@ -245,6 +257,11 @@ async def _drive_entry_flow(base_url: str, token: str, steps: list[dict[str, Any
     async with aiohttp.ClientSession() as session:
         flow_url = f"{base_url}/api/config/config_entries/flow"
         result = await _flow(session, flow_url, token, {"handler": "upr_faces"})
+        if "embedded" in result.get("menu_options", []):
+            # where the engine runs: this machine (a version before 0.2 has no such step)
+            result = await _flow(
+                session, f"{flow_url}/{result['flow_id']}", token, {"next_step_id": "embedded"}
+            )
         for answer in steps:
             result = await _flow(session, f"{flow_url}/{result['flow_id']}", token, answer)
         if result.get("type") != "create_entry":

@@ -15,7 +15,8 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+from .data import CameraData
 from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0

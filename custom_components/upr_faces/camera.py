@@ -1,11 +1,14 @@
-"""Camera entities: the live view with face boxes, from frames the pipeline already has."""
+"""Camera entities: the engine's live view with face boxes (MJPEG) and its snapshot."""
 
 from __future__ import annotations
 
+from aiohttp import web
 from homeassistant.components.camera import Camera
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers.aiohttp_client import async_aiohttp_proxy_stream
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .client import EngineError
 from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
 from .entity import UprFacesCameraEntity, add_camera_entities
 
@@ -23,7 +26,7 @@ async def async_setup_entry(
 
 
 class UprCamera(UprFacesCameraEntity, Camera):
-    """The newest annotated frame; Home Assistant serves MJPEG by polling it."""
+    """The engine's annotated frames; nothing is decoded in Home Assistant."""
 
     _attr_name = None
     _attr_translation_key = "live"
@@ -54,7 +57,18 @@ class UprCamera(UprFacesCameraEntity, Camera):
     async def async_camera_image(
         self, width: int | None = None, height: int | None = None
     ) -> bytes | None:
-        """The newest frame with face boxes, encoded off the event loop."""
-        return await self.hass.async_add_executor_job(
-            self.coordinator.camera_jpeg, self.camera_id, width
-        )
+        """The newest frame with face boxes, from the engine."""
+        return await self.coordinator.async_camera_image(self.camera_id, width)
+
+    async def handle_async_mjpeg_stream(self, request: web.Request) -> web.StreamResponse | None:
+        """The engine's MJPEG live view, passed through as it comes."""
+        try:
+            stream = await self.coordinator.client.open_stream(self.camera_id, LIVE_FPS)
+        except EngineError:
+            return await super().handle_async_mjpeg_stream(request)
+        try:
+            return await async_aiohttp_proxy_stream(
+                self.hass, request, stream.content, stream.headers["Content-Type"]
+            )
+        finally:
+            stream.release()

@@ -1,13 +1,16 @@
-"""Config flow of UPR Faces: the gallery source, the model pack, options and cameras.
+"""Config flow of UPR Faces: where the engine runs, the gallery, the models, cameras.
 
-One entry is one gallery: the UPR registry (tested before it is saved) or a local folder
-for closed networks. The flow then makes sure a model pack is there: an official pack is
-downloaded with a progress bar when missing, and when the download fails the admin is told
-exactly which files to put in which folder. Cameras are config subentries (IP or USB);
-their passwords are stored but never shown back. Tunables live in the options.
+The first step says where the engine runs: *on this machine* (the embedded engine, a child
+process of Home Assistant, installed into an environment of its own with a progress bar),
+the *UPR Faces add-on* (offered by Supervisor discovery: the admin only confirms) or *an
+engine elsewhere* (URL and token, tested before they are saved). Then one entry is one
+gallery: the UPR registry (tested by the engine) or a folder of the engine's host; then a
+model pack (an official one is downloaded by the engine with a progress bar, or a folder
+of one's own). Cameras are config subentries (IP or USB), checked and opened by the
+engine before they are saved; their passwords are stored but never shown back.
+Tunables live in the options.
 
-Nothing here does I/O on the event loop: folders, model packs and the USB scan go to the
-executor, the registry and the download go through Home Assistant's shared web session.
+Nothing here decodes, infers or touches a model: the engine does, over its API.
 """
 
 from __future__ import annotations
@@ -15,23 +18,23 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
+import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     ConfigSubentryFlow,
     OptionsFlow,
     SubentryFlowResult,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.data_entry_flow import UnknownFlow
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
@@ -47,14 +50,29 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
+from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from homeassistant.util.hass_dict import HassKey
+from homeassistant.util.ulid import ulid_now
 
+from .client import (
+    EngineApiError,
+    EngineAuthError,
+    EngineClient,
+    EngineConnectionError,
+    EngineError,
+    NotAnEngineError,
+)
 from .const import (
     CONF_API_KEY,
     CONF_API_URL,
     CONF_COOLDOWN,
     CONF_DET_SIZE,
     CONF_DETECTION_FPS,
+    CONF_ENGINE,
+    CONF_ENGINE_ID,
+    CONF_ENGINE_TOKEN,
+    CONF_ENGINE_URL,
+    CONF_ENGINE_VERIFY_SSL,
     CONF_GALLERY_DIR,
     CONF_GALLERY_SOURCE,
     CONF_MATCH_THRESHOLD,
@@ -70,37 +88,27 @@ from .const import (
     CONF_VERIFY_SSL,
     DEFAULT_API_URL,
     DEFAULT_OPTIONS,
-    DEFAULT_USB_MAX,
     DOMAIN,
+    ENGINE_ADDON,
+    ENGINE_API_VERSION,
+    ENGINE_EMBEDDED,
+    ENGINE_REMOTE,
     MODEL_PACK_CUSTOM,
     OFFICIAL_PACKS,
     SOURCE_FOLDER,
     SOURCE_REGISTRY,
     SUBENTRY_CAMERA,
 )
-from .coordinator import models_folder
-from .engine.upr_faces_engine.errors import ModelPackError, UprFacesError
-from .engine.upr_faces_engine.models import (
-    ModelPackMissingError,
-    async_fetch_pack,
-    ensure_pack,
-    find_pack,
-    official_pack,
-)
-from .engine.upr_faces_engine.sources import (
-    InvalidSourceError,
-    SourceKind,
-    SourceSpec,
-    UsbCamera,
-    mask_url,
-    parse_source,
-    scan_usb,
-)
-from .engine.upr_faces_engine.upr_client import (
-    RetryPolicy,
-    UprAuthError,
-    UprClient,
-    UprConnectionError,
+from .coordinator import storage_folder
+from .embedded import (
+    INSTALL_STAGES,
+    EngineSetupError,
+    async_stop_engine,
+    engine_key,
+    get_engine,
+    is_installed,
+    platform_problem,
+    start_install,
 )
 from .validation import vol
 
@@ -110,16 +118,16 @@ DATA_PACK_MIRROR: Final[HassKey[str]] = HassKey(f"{DOMAIN}_pack_mirror")
 """Base URL of a mirror of the official model packs, serving ``<base>/<pack>.zip``.
 
 For sites that host the packs on their own network, and for tests (a local server). When
-unset, packs come from InsightFace's GitHub releases (``OfficialPack.url``).
+unset, the engine downloads packs from InsightFace's GitHub releases.
 """
 
-CONNECTION_TEST_TIMEOUT: Final = 15.0
-"""Seconds the registry has to answer while the admin waits on the form."""
-
 MASK: Final = "***"
+"""What the engine puts in place of a password or a secret query value."""
 # shown in the registry forms (hassfest keeps addresses out of translations)
 EXAMPLE_API_URL: Final = "https://upr.example.org/api"
-"""What :func:`mask_url` puts in place of a password or a secret query value."""
+EXAMPLE_ENGINE_URL: Final = "http://192.0.2.20:8765"
+DOWNLOAD_POLL: Final = 0.5
+ADDON_GALLERY: Final = "/media/upr_faces/gallery"
 
 _LOOPBACK_NAMES: Final = ("localhost", "localhost.")
 _ROLE_HINTS: Final = {
@@ -127,7 +135,6 @@ _ROLE_HINTS: Final = {
     "face recognizer": "ArcFace 112x112 (w600k_r50.onnx, w600k_mbf.onnx)",
 }
 _MB: Final = 1024 * 1024
-_UNKNOWN_TOTAL_STEP_MB: Final = 10
 _DET_SIZES: Final = ("320", "480", "640")
 
 
@@ -189,113 +196,70 @@ def _registry_title(url: str) -> str:
 
 
 def _folder_title(folder: str) -> str:
-    return f"Local gallery ({Path(folder).name})"
+    return f"Local gallery ({folder.rstrip('/').rsplit('/', 1)[-1]})"
 
 
-def _absolute(hass: HomeAssistant, raw: str) -> Path:
-    """A folder typed by the admin: ``~`` expanded, relative to the configuration folder."""
-    path = Path(raw.strip()).expanduser()
-    return path if path.is_absolute() else Path(hass.config.path(str(path)))
-
-
-def _prepare_folder(path: Path) -> Path | None:
-    """Create ``path`` when missing; its resolved form when it is a writable folder.
-
-    Blocking: run it in the executor.
-    """
+def normalize_engine_url(raw: str) -> str:
+    """An engine's base URL: ``http(s)://host[:port]``, nothing else (ValueError otherwise)."""
+    invalid = ValueError("not an http(s) address of an engine")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        resolved = path.resolve()
-    except OSError:
-        return None
-    if not resolved.is_dir() or not os.access(resolved, os.W_OK | os.X_OK):
-        return None
-    return resolved
-
-
-def _unmask_source(submitted: str, stored: str) -> str:
-    """The source to save when the admin edits a masked one.
-
-    ``submitted`` unchanged from ``mask_url(stored)`` gives ``stored`` back exactly;
-    otherwise each ``***`` (the password, a secret query value) is replaced by the stored
-    value it hides. A ``***`` that hides nothing is left: the caller refuses it.
-    """
-    if MASK not in submitted:
-        return submitted
-    if submitted == mask_url(stored):
-        return stored
-    try:
-        new, old = urlsplit(submitted), urlsplit(stored)
+        parts = urlsplit(raw.strip())
+        port = parts.port
     except ValueError:
-        return submitted
-    netloc = new.netloc
-    if new.password == MASK and old.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:{old.password}@{hostport}"
-    query = new.query
-    if MASK in query:
-        old_values = dict(parse_qsl(old.query, keep_blank_values=True))
-        pairs = [
-            (key, old_values.get(key, value) if value == MASK else value)
-            for key, value in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = urlencode(pairs)
-    return urlunsplit((new.scheme, netloc, new.path, query, new.fragment))
+        raise invalid from None
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+        or parts.path.strip("/")
+    ):
+        raise invalid
+    host = parts.hostname.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, "", "", ""))
 
 
-def _source_key(spec: SourceSpec) -> str:
-    """The camera's unique id: its masked source; ``usb:N`` for ``/dev/videoN`` too."""
-    if spec.kind is SourceKind.USB and isinstance(spec.device, int):
-        return f"usb:{spec.device}"
-    return spec.masked
-
-
-def _default_camera_name(spec: SourceSpec) -> str:
-    if spec.kind in (SourceKind.RTSP, SourceKind.HTTP):
-        return urlsplit(spec.url).hostname or spec.masked
-    if spec.path is not None:
-        return spec.path.stem or spec.masked
-    return spec.masked
-
-
-def _usb_label(camera: UsbCamera) -> str:
-    return f"/dev/video{camera.index} — {camera.name} ({camera.width}x{camera.height})"
-
-
-async def async_test_registry(hass: HomeAssistant, data: Mapping[str, Any]) -> str | None:
-    """Call ``/health`` and one ``/persons`` page; None when both work, else an error key.
-
-    ``invalid_auth``: the key is refused (or cannot be a key); ``cannot_connect``: no
-    answer, a refused connection, a 5xx or no UPR API at that address; ``unknown``: an
-    answer that is not what the API promises, or an unexpected failure (logged).
-    """
-    verify_ssl = bool(data[CONF_VERIFY_SSL])
+async def async_probe_engine(
+    client: EngineClient,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(the engine's info, None), or (None, an error key) for the form."""
     try:
-        client = UprClient(
-            async_get_clientsession(hass, verify_ssl=verify_ssl),
-            data[CONF_API_URL],
-            data[CONF_API_KEY],
-            verify_ssl=verify_ssl,
-            timeout=CONNECTION_TEST_TIMEOUT,
-            retry=RetryPolicy(attempts=1),
+        info = await client.info()
+    except EngineAuthError:
+        return None, "invalid_auth"
+    except NotAnEngineError as err:
+        _LOGGER.debug("Not an engine at %s: %s", client.url, err)
+        return None, "not_an_engine"
+    except EngineConnectionError as err:
+        _LOGGER.debug("No engine at %s: %s", client.url, err)
+        return None, "cannot_connect"
+    except EngineError as err:
+        _LOGGER.warning("Unexpected answer from the engine at %s: %s", client.url, err)
+        return None, "unknown"
+    if int(info.get("api_version") or 0) != ENGINE_API_VERSION:
+        return None, "incompatible"
+    return info, None
+
+
+async def async_test_registry(client: EngineClient, data: Mapping[str, Any]) -> str | None:
+    """The engine calls the registry's ``/health`` and one ``/persons`` page with this URL
+    and key; None when both work, else an error key (``invalid_auth``, ``cannot_connect``,
+    ``unknown``)."""
+    try:
+        answer = await client.test_registry(
+            data[CONF_API_URL], data[CONF_API_KEY], bool(data[CONF_VERIFY_SSL])
         )
-    except ValueError:  # the URL was checked before: the key holds forbidden characters
-        return "invalid_auth"
-    try:
-        await client.health()
-        await client.persons_page(limit=1)
-    except UprAuthError:
-        return "invalid_auth"
-    except UprConnectionError as err:
-        _LOGGER.debug("UPR registry test failed: %s", err)
-        return "cannot_connect"
-    except UprFacesError as err:
-        _LOGGER.warning("Unexpected answer from the UPR registry: %s", err)
-        return "unknown"
-    except Exception:
-        _LOGGER.exception("Unexpected error while testing the UPR registry at %s", client.base_url)
-        return "unknown"
-    return None
+    except EngineError as err:
+        _LOGGER.warning("The engine could not test the registry: %s", err)
+        return "engine_unreachable"
+    if answer.get("ok"):
+        return None
+    code = str((answer.get("error") or {}).get("code", "unknown"))
+    return code if code in ("invalid_auth", "cannot_connect") else "unknown"
 
 
 # ------------------------------------------------------------------------------ schemas
@@ -339,6 +303,24 @@ _MODELS_SCHEMA: Final = vol.Schema(
 )
 
 _MODEL_DIR_SCHEMA: Final = vol.Schema({vol.Required(CONF_MODEL_DIR): TextSelector()})
+
+_ENGINE_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required(CONF_ENGINE_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+        vol.Required(CONF_ENGINE_TOKEN): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD, autocomplete="off")
+        ),
+        vol.Required(CONF_ENGINE_VERIFY_SSL, default=True): BooleanSelector(),
+    }
+)
+
+_TOKEN_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required(CONF_ENGINE_TOKEN): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD, autocomplete="off")
+        )
+    }
+)
 
 
 def _number(
@@ -401,21 +383,24 @@ type _Resume = Callable[[dict[str, Any]], Awaitable[ConfigFlowResult]]
 
 
 class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Add a gallery: the UPR registry or a local folder, then a model pack."""
+    """Add a gallery: where the engine runs, the registry or a folder, then a model pack."""
 
-    VERSION = 1
+    VERSION = 2
     MINOR_VERSION = 1
 
     def __init__(self) -> None:
         """Start with nothing chosen."""
         self._data: dict[str, Any] = {}
+        self._client: EngineClient | None = None
         self._title = ""
         self._insecure_url: str | None = None
         self._insecure_accepted: str | None = None
         self._resume: tuple[_Resume, dict[str, Any]] | None = None
-        self._download: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._progress: dict[str, str] = {}
         self._failure: dict[str, str] = {}
+        self._created = False
+        self._discovered: dict[str, Any] | None = None
 
     @staticmethod
     @callback
@@ -431,16 +416,219 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         """Cameras are subentries of the gallery they are matched against."""
         return {SUBENTRY_CAMERA: CameraSubentryFlow}
 
-    # -------------------------------------------------------------- gallery source
+    @callback
+    def async_remove(self) -> None:
+        """A flow left before its entry was made stops the engine it started for itself."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        key = self._data.get(CONF_ENGINE_ID)
+        if key and not self._created:
+            hass = self.hass
+
+            async def clean() -> None:
+                await async_stop_engine(hass, key)
+                folder = storage_folder(hass, key)
+                await hass.async_add_executor_job(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+            hass.async_create_background_task(clean(), f"{DOMAIN} flow clean-up")
+
+    # -------------------------------------------------------------- where the engine runs
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Choose where the engine runs."""
+        return self.async_show_menu(step_id="user", menu_options=[ENGINE_EMBEDDED, ENGINE_REMOTE])
+
+    async def async_step_embedded(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The engine on this machine: installed when needed, then started."""
+        if (problem := await self.hass.async_add_executor_job(platform_problem)) is not None:
+            return self.async_abort(
+                reason="unsupported_platform", description_placeholders={"problem": problem}
+            )
+        if not await self.hass.async_add_executor_job(is_installed, self.hass):
+            return await self.async_step_install()
+        return await self._async_start_embedded()
+
+    async def async_step_install(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Install the engine's environment, showing which stage it is at."""
+        if self._task is None:
+            self._progress = {"step": "1", "steps": str(len(INSTALL_STAGES))}
+            self._task = start_install(self.hass, self._on_install_stage)
+        if not self._task.done():
+            return self.async_show_progress(
+                step_id="install",
+                progress_action="install",
+                progress_task=self._task,
+                description_placeholders=dict(self._progress),
+            )
+        task, self._task = self._task, None
+        try:
+            await task
+        except EngineSetupError as err:
+            self._failure = {"error": err.detail[-300:] or err.key}
+            return self.async_show_progress_done(next_step_id="install_failed")
+        return self.async_show_progress_done(next_step_id="start")
+
+    @callback
+    def _on_install_stage(self, stage: str) -> None:
+        step = INSTALL_STAGES.index(stage) + 1 if stage in INSTALL_STAGES else 1
+        self._progress = {"step": str(step), "steps": str(len(INSTALL_STAGES))}
+        self.hass.async_create_task(self._async_refresh_progress(), eager_start=False)
+
+    async def _async_refresh_progress(self) -> None:
+        """Show new placeholders: Home Assistant tells the frontend when they change."""
+        if self._task is None or self._task.done():
+            return
+        with suppress(UnknownFlow):
+            await self.hass.config_entries.flow.async_configure(self.flow_id)
+
+    async def async_step_install_failed(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Say what went wrong; submitting tries again."""
+        if user_input is None:
+            return self.async_show_form(
+                step_id="install_failed",
+                data_schema=vol.Schema({}),
+                description_placeholders=self._failure,
+            )
+        return await self.async_step_install()
+
+    async def async_step_start(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The engine is installed: start it."""
+        return await self._async_start_embedded()
+
+    async def _async_start_embedded(self) -> ConfigFlowResult:
+        key = self._data.get(CONF_ENGINE_ID) or ulid_now().lower()
+        engine = get_engine(self.hass, key)
+        try:
+            url = await engine.async_start()
+        except EngineSetupError as err:
+            await async_stop_engine(self.hass, key)
+            return self.async_abort(
+                reason="engine_did_not_start", description_placeholders={"error": err.detail}
+            )
+        token = await self.hass.async_add_executor_job(engine.token)
+        self._data = {CONF_ENGINE: ENGINE_EMBEDDED, CONF_ENGINE_ID: key}
+        self._client = EngineClient(async_get_clientsession(self.hass), url, token)
+        return await self.async_step_source()
+
+    async def async_step_remote(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """An engine on another machine (or started by hand): its address and token."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                url = normalize_engine_url(user_input[CONF_ENGINE_URL])
+            except ValueError:
+                errors[CONF_ENGINE_URL] = "invalid_engine_url"
+            else:
+                verify = bool(user_input.get(CONF_ENGINE_VERIFY_SSL, True))
+                token = user_input[CONF_ENGINE_TOKEN].strip()
+                if self._engine_taken(url):
+                    return self.async_abort(reason="already_configured")
+                if self._needs_insecure_consent(url):
+                    return await self._async_ask_insecure(url, self.async_step_remote, user_input)
+                client = EngineClient(
+                    async_get_clientsession(self.hass, verify_ssl=verify),
+                    url,
+                    token,
+                    verify_ssl=verify,
+                )
+                _info, error = await async_probe_engine(client)
+                if error is None:
+                    self._data = {
+                        CONF_ENGINE: ENGINE_REMOTE,
+                        CONF_ENGINE_URL: url,
+                        CONF_ENGINE_TOKEN: token,
+                        CONF_ENGINE_VERIFY_SSL: verify,
+                    }
+                    self._client = client
+                    return await self.async_step_source()
+                errors["base"] = error
+        suggested = {k: v for k, v in (user_input or {}).items() if k != CONF_ENGINE_TOKEN}
+        return self.async_show_form(
+            step_id="remote",
+            data_schema=self.add_suggested_values_to_schema(_ENGINE_SCHEMA, suggested),
+            errors=errors,
+            description_placeholders={"example_url": EXAMPLE_ENGINE_URL},
+        )
+
+    def _engine_taken(self, url: str) -> bool:
+        """One engine serves one entry."""
+        return any(
+            entry.data.get(CONF_ENGINE_URL) == url
+            for entry in self.hass.config_entries.async_entries(DOMAIN, include_ignore=False)
+        )
+
+    async def async_step_hassio(self, discovery_info: HassioServiceInfo) -> ConfigFlowResult:
+        """The UPR Faces add-on runs and announced itself through the Supervisor."""
+        config = discovery_info.config
+        scheme = "https" if config.get("ssl") else "http"
+        url = f"{scheme}://{config['host']}:{config['port']}"
+        await self.async_set_unique_id(f"addon:{discovery_info.slug}")
+        for entry in self.hass.config_entries.async_entries(DOMAIN, include_ignore=False):
+            if entry.data.get(CONF_ENGINE) == ENGINE_ADDON:
+                # the add-on restarted elsewhere or with a new token: follow it
+                changes = {CONF_ENGINE_URL: url, CONF_ENGINE_TOKEN: config["token"]}
+                if {k: entry.data.get(k) for k in changes} != changes:
+                    self.hass.config_entries.async_update_entry(
+                        entry, data={**entry.data, **changes}
+                    )
+                return self.async_abort(reason="already_configured")
+        self._abort_if_unique_id_configured()
+        self._discovered = {"url": url, "token": config["token"], "name": discovery_info.name}
+        self.context["title_placeholders"] = {"name": discovery_info.name}
+        return await self.async_step_hassio_confirm()
+
+    async def async_step_hassio_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Confirm the add-on: nothing to type."""
+        assert self._discovered is not None
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            client = EngineClient(
+                async_get_clientsession(self.hass),
+                self._discovered["url"],
+                self._discovered["token"],
+            )
+            _info, error = await async_probe_engine(client)
+            if error is None:
+                self._data = {
+                    CONF_ENGINE: ENGINE_ADDON,
+                    CONF_ENGINE_URL: self._discovered["url"],
+                    CONF_ENGINE_TOKEN: self._discovered["token"],
+                    CONF_ENGINE_VERIFY_SSL: False,
+                }
+                self._client = client
+                return await self.async_step_source()
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="hassio_confirm",
+            data_schema=vol.Schema({}),
+            errors=errors,
+            description_placeholders={"addon": self._discovered["name"]},
+        )
+
+    # -------------------------------------------------------------- gallery source
+
+    async def async_step_source(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Choose where the reference faces come from."""
-        return self.async_show_menu(step_id="user", menu_options=[SOURCE_REGISTRY, SOURCE_FOLDER])
+        return self.async_show_menu(step_id="source", menu_options=[SOURCE_REGISTRY, SOURCE_FOLDER])
+
+    @property
+    def client(self) -> EngineClient:
+        """The engine this flow talks to."""
+        assert self._client is not None
+        return self._client
 
     async def async_step_registry(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """The UPR registry: URL and API key, tested before anything is saved."""
+        """The UPR registry: URL and API key, tested by the engine before anything is saved."""
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
@@ -458,8 +646,8 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                 }
                 if self._needs_insecure_consent(url):
                     return await self._async_ask_insecure(url, self.async_step_registry, user_input)
-                if (error := await async_test_registry(self.hass, data)) is None:
-                    self._data = data
+                if (error := await async_test_registry(self.client, data)) is None:
+                    self._data |= data
                     self._title = _registry_title(url)
                     return await self.async_step_models()
                 errors["base"] = error
@@ -505,7 +693,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         return await resume(resume_input)
 
     async def async_step_folder(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """A local gallery folder (one sub-folder of photos per person), created if missing."""
+        """A gallery folder of the engine's host (one sub-folder of photos per person)."""
         errors: dict[str, str] = {}
         placeholders = {"folder": ""}
         if user_input is not None:
@@ -517,26 +705,39 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
             else:
                 await self.async_set_unique_id(f"folder:{folder}")
                 self._abort_if_unique_id_configured()
-                self._data = {CONF_GALLERY_SOURCE: SOURCE_FOLDER, CONF_GALLERY_DIR: str(folder)}
-                self._title = _folder_title(str(folder))
+                self._data |= {CONF_GALLERY_SOURCE: SOURCE_FOLDER, CONF_GALLERY_DIR: folder}
+                self._title = _folder_title(folder)
                 return await self.async_step_models()
-        default = self.hass.config.path(DOMAIN, "gallery")
+        engine = self._data.get(CONF_ENGINE)
+        if engine == ENGINE_EMBEDDED:
+            field = vol.Required(CONF_GALLERY_DIR, default=self.hass.config.path(DOMAIN, "gallery"))
+        elif engine == ENGINE_ADDON:  # the add-on sees Home Assistant's media folder there
+            field = vol.Required(CONF_GALLERY_DIR, default=ADDON_GALLERY)
+        else:
+            field = vol.Required(CONF_GALLERY_DIR)
         return self.async_show_form(
             step_id="folder",
             data_schema=self.add_suggested_values_to_schema(
-                vol.Schema({vol.Required(CONF_GALLERY_DIR, default=default): _FOLDER_SELECTOR}),
-                user_input,
+                vol.Schema({field: _FOLDER_SELECTOR}), user_input
             ),
             errors=errors,
             description_placeholders=placeholders,
         )
 
-    async def _async_gallery_folder(self, raw: str) -> tuple[Path | None, str]:
-        """(the resolved, writable folder or None, the folder as shown in an error)."""
-        if not raw.strip():
+    async def _async_gallery_folder(self, raw: str) -> tuple[str | None, str]:
+        """(the folder as the engine resolved it, or None; the folder as typed)."""
+        text = raw.strip()
+        if not text:
             return None, raw
-        path = _absolute(self.hass, raw)
-        return await self.hass.async_add_executor_job(_prepare_folder, path), str(path)
+        if not text.startswith("/"):
+            if self._data.get(CONF_ENGINE) != ENGINE_EMBEDDED:
+                return None, text  # relative to what? the engine's host has no config folder
+            text = self.hass.config.path(text)
+        try:
+            answer = await self.client.check_folder(text)
+        except EngineError:
+            return None, text
+        return (str(answer["folder"]) if answer.get("ok") else None), text
 
     # -------------------------------------------------------------- model pack
 
@@ -556,26 +757,28 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_model_dir(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """A folder holding a face detector and a face recognizer (ONNX)."""
+        """A folder of the engine's host holding a face detector and recognizer (ONNX)."""
         errors: dict[str, str] = {}
         placeholders = {"folder": "", "missing": ""}
         if user_input is not None:
-            folder = _absolute(self.hass, user_input[CONF_MODEL_DIR])
+            folder = user_input[CONF_MODEL_DIR].strip()
+            if not folder.startswith("/") and self._data.get(CONF_ENGINE) == ENGINE_EMBEDDED:
+                folder = self.hass.config.path(folder)
             try:
-                pack = await self.hass.async_add_executor_job(find_pack, folder)
-            except ModelPackMissingError as err:
-                errors[CONF_MODEL_DIR] = "invalid_model_dir"
-                placeholders = {
-                    "folder": str(err.folder),
-                    "missing": ", ".join(_ROLE_HINTS.get(item, item) for item in err.missing),
-                }
-            except (ModelPackError, OSError) as err:
-                _LOGGER.warning("Model folder %s cannot be used: %s", folder, err)
-                errors[CONF_MODEL_DIR] = "invalid_model_dir"
-                placeholders = {"folder": str(folder), "missing": ", ".join(_ROLE_HINTS.values())}
-            else:
-                self._data[CONF_MODEL_DIR] = str(pack.folder)
+                answer = await self.client.verify_models(folder) if folder.startswith("/") else {}
+            except EngineError:
+                answer = {}
+            if answer.get("ok"):
+                self._data[CONF_MODEL_DIR] = str(answer["folder"])
                 return self._async_create()
+            errors[CONF_MODEL_DIR] = "invalid_model_dir"
+            found = (answer.get("error") or {}).get("placeholders") or {}
+            missing = [part.strip() for part in str(found.get("missing", "")).split(",")]
+            placeholders = {
+                "folder": str(found.get("folder", folder)),
+                "missing": ", ".join(_ROLE_HINTS.get(item, item) for item in missing if item)
+                or ", ".join(_ROLE_HINTS.values()),
+            }
         return self.async_show_form(
             step_id="model_dir",
             data_schema=self.add_suggested_values_to_schema(_MODEL_DIR_SCHEMA, user_input),
@@ -586,73 +789,55 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_download(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Download the official pack, showing how far it got."""
-        if self._download is None:
+        """The engine downloads the official pack; the bar shows how far it got."""
+        if self._task is None:
             self._progress = {
                 "pack": self._data[CONF_MODEL_PACK],
                 "url": self._pack_url(),
                 "percent": "0",
                 "downloaded_mb": "0",
             }
-            self._download = self.hass.async_create_task(
+            self._task = self.hass.async_create_task(
                 self._async_download(), f"{DOMAIN} model pack download", eager_start=False
             )
-        if not self._download.done():
+        if not self._task.done():
             return self.async_show_progress(
                 step_id="download",
                 progress_action="download",
-                progress_task=self._download,
+                progress_task=self._task,
                 description_placeholders=dict(self._progress),
             )
-        task, self._download = self._download, None
+        task, self._task = self._task, None
         try:
             await task
-        except (ModelPackError, OSError) as err:
+        except EngineError as err:
             _LOGGER.warning("Model pack %s not installed: %s", self._data[CONF_MODEL_PACK], err)
-        except Exception:
-            _LOGGER.exception(
-                "Unexpected error installing model pack %s", self._data[CONF_MODEL_PACK]
-            )
         else:
             return self.async_show_progress_done(next_step_id="finish")
-        self._failure = self._pack_placeholders()
+        self._failure = await self._async_pack_placeholders()
         return self.async_show_progress_done(next_step_id="download_failed")
 
     async def _async_download(self) -> None:
-        await async_fetch_pack(
-            async_get_clientsession(self.hass),
-            self._data[CONF_MODEL_PACK],
-            models_folder(self.hass),
-            url=self._pack_url(),
-            progress=self._on_download_progress,
-        )
+        pack = self._data[CONF_MODEL_PACK]
+        mirror = self.hass.data.get(DATA_PACK_MIRROR)
+        job = await self.client.download(pack, self._pack_url() if mirror else None)
+        while job["state"] == "running":
+            self._on_download_progress(int(job.get("done") or 0), job.get("total"))
+            await asyncio.sleep(DOWNLOAD_POLL)
+            job = await self.client.download_status(pack)
+        if job["state"] != "done":
+            raise EngineApiError(0, "download_failed", str(job.get("error")), {})
+        self._on_download_progress(int(job.get("done") or 0), job.get("total"))
 
     @callback
     def _on_download_progress(self, done: int, total: int | None) -> None:
-        """Called on the event loop by the download: refresh the progress when it moved."""
-        if total:  # refresh at each percent
-            percent, megabytes = str(min(100, done * 100 // total)), done // _MB
-            moved = percent != self._progress["percent"]
-        else:  # refresh every few megabytes
-            percent = "?"
-            megabytes = done // _MB // _UNKNOWN_TOTAL_STEP_MB * _UNKNOWN_TOTAL_STEP_MB
-            moved = (percent, str(megabytes)) != (
-                self._progress["percent"],
-                self._progress["downloaded_mb"],
-            )
-        if not moved:
+        """Refresh the progress when it moved."""
+        percent = str(min(100, done * 100 // total)) if total else "?"
+        megabytes = str(done // _MB)
+        if (percent, megabytes) == (self._progress["percent"], self._progress["downloaded_mb"]):
             return
-        self._progress = {**self._progress, "percent": percent, "downloaded_mb": str(megabytes)}
-        self.hass.async_create_task(
-            self._async_refresh_progress(), f"{DOMAIN} download progress", eager_start=False
-        )
-
-    async def _async_refresh_progress(self) -> None:
-        """Show the new placeholders: Home Assistant tells the frontend when they change."""
-        if self._download is None or self._download.done():
-            return
-        with suppress(UnknownFlow):
-            await self.hass.config_entries.flow.async_configure(self.flow_id)
+        self._progress = {**self._progress, "percent": percent, "downloaded_mb": megabytes}
+        self.hass.async_create_task(self._async_refresh_progress(), eager_start=False)
 
     async def async_step_download_failed(
         self, user_input: dict[str, Any] | None = None
@@ -676,42 +861,45 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         name = self._data[CONF_MODEL_PACK]
         if mirror := self.hass.data.get(DATA_PACK_MIRROR):
             return f"{mirror.rstrip('/')}/{name}.zip"
-        official = official_pack(name)
-        assert official is not None
-        return official.url
+        return f"https://github.com/deepinsight/insightface/releases/download/v0.7/{name}.zip"
 
-    def _pack_placeholders(self) -> dict[str, str]:
+    async def _async_pack(self) -> dict[str, Any] | None:
+        try:
+            packs = await self.client.models()
+        except EngineError:
+            return None
         name = self._data[CONF_MODEL_PACK]
-        official = official_pack(name)
-        assert official is not None
+        return next((p for p in packs.get("packs", []) if p.get("name") == name), None)
+
+    async def _async_pack_placeholders(self) -> dict[str, str]:
+        pack = await self._async_pack() or {}
         return {
-            "pack": name,
-            "folder": str(models_folder(self.hass) / name),
-            "files": ", ".join(official.required),
+            "pack": self._data[CONF_MODEL_PACK],
+            "folder": str(pack.get("folder", "-")),
+            "files": ", ".join(pack.get("files", [])),
             "url": self._pack_url(),
         }
 
     async def _async_pack_installed(self) -> bool:
-        try:
-            await self.hass.async_add_executor_job(
-                ensure_pack, self._data[CONF_MODEL_PACK], models_folder(self.hass)
-            )
-        except (ModelPackError, OSError):
+        pack = await self._async_pack()
+        if pack is None or not pack.get("installed"):
             return False
-        return True
+        answer = await self.client.verify_models(str(pack["folder"]))
+        return bool(answer.get("ok"))
 
     @callback
     def _async_create(self) -> ConfigFlowResult:
+        self._created = True
         return self.async_create_entry(
             title=self._title, data=self._data, options=dict(DEFAULT_OPTIONS)
         )
 
     def _async_save_and_reload(self, entry: ConfigEntry, **changes: Any) -> ConfigFlowResult:
-        """Save the changes and reload the entry once.
+        """Save the changes; a loaded entry pushes them to its engine by itself.
 
-        A loaded entry has an update listener that reloads it on any change (and audits
-        option changes); reloading here too would restart every camera twice. An entry
-        that failed to set up (a refused key, say) has none: reload it here.
+        A loaded entry has an update listener that applies any change (and audits option
+        changes): nothing is reloaded for a new key or folder. An entry that failed to set
+        up (a refused key or token, say) has none: it is set up again here.
         """
         if "data_updates" in changes:
             changes["data"] = {**entry.data, **changes.pop("data_updates")}
@@ -722,30 +910,90 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         reason = "reauth_successful" if self.source == SOURCE_REAUTH else "reconfigure_successful"
         return self.async_abort(reason=reason)
 
+    async def _async_entry_client(self, entry: ConfigEntry) -> EngineClient | None:
+        """The engine of an existing entry (started when it is the embedded one)."""
+        coordinator = getattr(entry, "runtime_data", None)
+        if entry.state is ConfigEntryState.LOADED and coordinator is not None:
+            client: EngineClient = coordinator.client
+            return client
+        data = entry.data
+        if data.get(CONF_ENGINE, ENGINE_EMBEDDED) != ENGINE_EMBEDDED:
+            verify = bool(data.get(CONF_ENGINE_VERIFY_SSL, True))
+            return EngineClient(
+                async_get_clientsession(self.hass, verify_ssl=verify),
+                data[CONF_ENGINE_URL],
+                data[CONF_ENGINE_TOKEN],
+                verify_ssl=verify,
+            )
+        engine = get_engine(self.hass, engine_key(entry))
+        try:
+            url = await engine.async_start()
+        except EngineSetupError:
+            return None
+        token = await self.hass.async_add_executor_job(engine.token)
+        return EngineClient(async_get_clientsession(self.hass), url, token)
+
     # -------------------------------------------------------------- reauth
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
-        """The registry refused the key."""
+        """The engine refused its token, or the registry refused the key."""
+        entry = self._get_reauth_entry()
+        if entry.data.get(CONF_ENGINE, ENGINE_EMBEDDED) != ENGINE_EMBEDDED:
+            client = await self._async_entry_client(entry)
+            assert client is not None
+            _info, error = await async_probe_engine(client)
+            if error == "invalid_auth":
+                return await self.async_step_reauth_engine()
         return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_engine(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the engine's new token and test it."""
+        entry = self._get_reauth_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            token = user_input[CONF_ENGINE_TOKEN].strip()
+            verify = bool(entry.data.get(CONF_ENGINE_VERIFY_SSL, True))
+            client = EngineClient(
+                async_get_clientsession(self.hass, verify_ssl=verify),
+                entry.data[CONF_ENGINE_URL],
+                token,
+                verify_ssl=verify,
+            )
+            _info, error = await async_probe_engine(client)
+            if error is None:
+                return self._async_save_and_reload(entry, data_updates={CONF_ENGINE_TOKEN: token})
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="reauth_engine",
+            data_schema=_TOKEN_SCHEMA,
+            errors=errors,
+            description_placeholders={"url": entry.data[CONF_ENGINE_URL]},
+        )
 
     async def async_step_reauth_confirm(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Ask for a new API key and test it."""
+        """Ask for a new API key and have the engine test it."""
         entry = self._get_reauth_entry()
         errors: dict[str, str] = {}
         if user_input is not None:
             key = user_input[CONF_API_KEY].strip()
-            if (
-                error := await async_test_registry(self.hass, {**entry.data, CONF_API_KEY: key})
+            client = await self._async_entry_client(entry)
+            if client is None:
+                errors["base"] = "engine_unreachable"
+            elif (
+                error := await async_test_registry(client, {**entry.data, CONF_API_KEY: key})
             ) is None:
                 return self._async_save_and_reload(entry, data_updates={CONF_API_KEY: key})
-            errors["base"] = error
+            else:
+                errors["base"] = error
         return self.async_show_form(
             step_id="reauth_confirm",
             data_schema=_API_KEY_SCHEMA,
             errors=errors,
-            description_placeholders={"url": entry.data[CONF_API_URL]},
+            description_placeholders={"url": entry.data.get(CONF_API_URL, "-")},
         )
 
     # -------------------------------------------------------------- reconfigure
@@ -754,7 +1002,13 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Change the registry connection or the gallery folder."""
-        if self._get_reconfigure_entry().data[CONF_GALLERY_SOURCE] == SOURCE_FOLDER:
+        entry = self._get_reconfigure_entry()
+        client = await self._async_entry_client(entry)
+        if client is None:
+            return self.async_abort(reason="engine_unreachable")
+        self._client = client
+        self._data = {CONF_ENGINE: entry.data.get(CONF_ENGINE, ENGINE_EMBEDDED)}
+        if entry.data[CONF_GALLERY_SOURCE] == SOURCE_FOLDER:
             return await self.async_step_reconfigure_folder()
         return await self.async_step_reconfigure_registry()
 
@@ -783,7 +1037,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                     return await self._async_ask_insecure(
                         url, self.async_step_reconfigure_registry, user_input
                     )
-                if (error := await async_test_registry(self.hass, data)) is None:
+                if (error := await async_test_registry(self.client, data)) is None:
                     return self._async_save_and_reload(
                         entry,
                         unique_id=url,
@@ -809,7 +1063,7 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_reconfigure_folder(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Move the local gallery to another folder."""
+        """Move the local gallery to another folder of the engine's host."""
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
         placeholders = {"folder": "", "title": entry.title}
@@ -826,8 +1080,8 @@ class UprFacesConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self._async_save_and_reload(
                     entry,
                     unique_id=unique_id,
-                    title=self._new_title(entry, _folder_title(str(folder))),
-                    data_updates={CONF_GALLERY_DIR: str(folder)},
+                    title=self._new_title(entry, _folder_title(folder)),
+                    data_updates={CONF_GALLERY_DIR: folder},
                 )
         return self.async_show_form(
             step_id="reconfigure_folder",
@@ -901,81 +1155,125 @@ class _FieldError(Exception):
         self.key = key
 
 
+class _SourceTaken(Exception):
+    """Another camera of the entry already uses that source."""
+
+
+_SOURCE_ERRORS: Final = ("cannot_connect", "invalid_auth", "not_a_video", "invalid_source")
+
+
 class CameraSubentryFlow(ConfigSubentryFlow):
-    """Add or change a camera: an IP stream or clip, or a USB camera found by a scan."""
+    """Add or change a camera: an IP stream or clip, or a USB camera found by a scan.
+
+    The engine parses the source, opens it once (so a wrong address or password is said
+    before saving) and scans its host's USB cameras.
+    """
 
     def __init__(self) -> None:
         """Nothing scanned or typed yet."""
-        self._usb: list[UsbCamera] | None = None
+        self._usb: list[dict[str, Any]] | None = None
         self._typed: str | None = None
+
+    def _client(self) -> EngineClient | None:
+        entry = self._get_entry()
+        if entry.state is not ConfigEntryState.LOADED:
+            return None
+        client: EngineClient = entry.runtime_data.client
+        return client
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         """IP camera or USB camera."""
+        if self._client() is None:
+            return self.async_abort(reason="engine_not_ready")
         return self.async_show_menu(step_id="user", menu_options=["ip", "usb"])
 
     async def async_step_ip(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """An RTSP, MJPEG (http) or recorded (file://) source, validated."""
+        """An RTSP, MJPEG (http) or recorded (file://) source, checked and opened."""
         errors: dict[str, str] = {}
         suggested: dict[str, Any] = {}
         if user_input is not None:
-            source = user_input[CONF_SOURCE].strip()
-            if self._typed is not None:  # the form showed the last try masked
-                source = _unmask_source(source, self._typed)
+            typed = user_input[CONF_SOURCE].strip()
             try:
-                spec = self._check(user_input, source)
+                checked = await self._check(user_input, typed, self._typed, None)
+            except _SourceTaken:
+                return self.async_abort(reason="already_configured")
             except _FieldError as err:
                 errors[err.field] = err.key
-            else:
-                key = _source_key(spec)
-                if self._source_taken(key, None):
-                    return self.async_abort(reason="already_configured")
-                data = self._camera_data(user_input, spec)
-                return self.async_create_entry(title=data[CONF_NAME], data=data, unique_id=key)
-            self._typed = source
-            suggested = {**user_input, CONF_SOURCE: mask_url(source)}
+                checked = None
+            if checked is not None:
+                data = self._camera_data(user_input, checked)
+                return self.async_create_entry(
+                    title=data[CONF_NAME], data=data, unique_id=checked["key"]
+                )
+            self._typed = (await self._masked_or_none(typed, self._typed)) or typed
+            shown = await self._masked_or_none(self._typed, None) or MASK
+            suggested = {**user_input, CONF_SOURCE: shown}
         return self.async_show_form(
             step_id="ip",
             data_schema=self.add_suggested_values_to_schema(_IP_CAMERA_SCHEMA, suggested),
             errors=errors,
         )
 
+    async def _masked_or_none(self, source: str, stored: str | None) -> str | None:
+        """The source to keep (``masked`` False) from what was typed; None when unknown."""
+        client = self._client()
+        if client is None:
+            return None
+        try:
+            answer = await client.check_source(source, stored)
+        except EngineError:
+            return None
+        if not answer.get("ok"):  # an invalid source is still shown masked, never in clear
+            masked = answer.get("masked")
+            return str(masked) if stored is None and masked else None
+        return str(answer["source"]) if stored is not None else str(answer["masked"])
+
     async def async_step_usb(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Scan the USB cameras (once per flow) and offer those not configured yet."""
-        entry = self._get_entry()
+        """Scan the engine host's USB cameras (once per flow), offer those not configured."""
+        client = self._client()
+        if client is None:
+            return self.async_abort(reason="engine_not_ready")
         if self._usb is None:
-            found = await self.hass.async_add_executor_job(
-                scan_usb, int(entry.options.get(CONF_USB_MAX, DEFAULT_USB_MAX))
-            )
+            try:
+                user_id = self.context.get("user_id")
+                found = await client.scan_usb(
+                    user_id=user_id if isinstance(user_id, str) else None, user_name=None
+                )
+            except EngineError:
+                return self.async_abort(reason="engine_not_ready")
             if not found:
                 return self.async_abort(reason="no_usb_cameras")
-            self._usb = [cam for cam in found if not self._source_taken(cam.source, None)]
+            self._usb = [cam for cam in found if not self._source_taken(cam["source"], None)]
             if not self._usb:
                 return self.async_abort(reason="already_configured")
-        cameras = {cam.source: cam for cam in self._usb}
+        cameras = {cam["source"]: cam for cam in self._usb}
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
-                spec = self._check(user_input, user_input[CONF_SOURCE])
+                checked = await self._check(user_input, user_input[CONF_SOURCE], None, None)
+            except _SourceTaken:
+                return self.async_abort(reason="already_configured")
             except _FieldError as err:
                 errors[err.field] = err.key
             else:
                 camera = cameras[user_input[CONF_SOURCE]]
-                data = self._camera_data({CONF_NAME: camera.name, **user_input}, spec)
+                data = self._camera_data({CONF_NAME: camera["name"], **user_input}, checked)
                 return self.async_create_entry(
-                    title=data[CONF_NAME], data=data, unique_id=_source_key(spec)
+                    title=data[CONF_NAME], data=data, unique_id=checked["key"]
                 )
+        first = self._usb[0]
         schema = vol.Schema(
             {
-                vol.Required(CONF_SOURCE, default=self._usb[0].source): SelectSelector(
+                vol.Required(CONF_SOURCE, default=first["source"]): SelectSelector(
                     SelectSelectorConfig(
                         options=[
-                            SelectOptionDict(value=cam.source, label=_usb_label(cam))
+                            SelectOptionDict(value=cam["source"], label=_usb_label(cam))
                             for cam in self._usb
                         ],
                         mode=SelectSelectorMode.LIST,
                     )
                 ),
-                vol.Required(CONF_NAME, default=self._usb[0].name): TextSelector(),
+                vol.Required(CONF_NAME, default=first["name"]): TextSelector(),
                 **_CAMERA_OVERRIDES,
             }
         )
@@ -992,23 +1290,25 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         entry = self._get_entry()
         subentry = self._get_reconfigure_subentry()
         stored: str = subentry.data[CONF_SOURCE]
+        if self._client() is None:
+            return self.async_abort(reason="engine_not_ready")
         errors: dict[str, str] = {}
-        suggested: dict[str, Any] = {**subentry.data, CONF_SOURCE: mask_url(stored)}
+        shown = await self._masked_or_none(stored, None) or MASK
+        suggested: dict[str, Any] = {**subentry.data, CONF_SOURCE: shown}
         if user_input is not None:
-            source = _unmask_source(user_input[CONF_SOURCE].strip(), stored)
+            typed = user_input[CONF_SOURCE].strip()
             try:
-                spec = self._check(user_input, source)
+                checked = await self._check(user_input, typed, stored, subentry.subentry_id)
+            except _SourceTaken:
+                return self.async_abort(reason="already_configured")
             except _FieldError as err:
                 errors[err.field] = err.key
             else:
-                key = _source_key(spec)
-                if self._source_taken(key, subentry.subentry_id):
-                    return self.async_abort(reason="already_configured")
-                data = self._camera_data(user_input, spec)
+                data = self._camera_data(user_input, checked)
                 return self.async_update_and_abort(
-                    entry, subentry, unique_id=key, title=data[CONF_NAME], data=data
+                    entry, subentry, unique_id=checked["key"], title=data[CONF_NAME], data=data
                 )
-            suggested = {**user_input, CONF_SOURCE: mask_url(source)}
+            suggested = {**user_input, CONF_SOURCE: await self._masked_or_none(typed, None) or MASK}
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(_IP_CAMERA_SCHEMA, suggested),
@@ -1016,26 +1316,42 @@ class CameraSubentryFlow(ConfigSubentryFlow):
             description_placeholders={"camera": subentry.title},
         )
 
-    def _check(self, user_input: Mapping[str, Any], source: str) -> SourceSpec:
-        """The parsed source; raises _FieldError naming the field and the error."""
-        if MASK in source:  # a masked secret that hides nothing we know
-            raise _FieldError(CONF_SOURCE, "invalid_source")
-        try:
-            spec = parse_source(source)
-        except InvalidSourceError as err:
-            _LOGGER.debug("Camera source refused: %s", err)
-            raise _FieldError(CONF_SOURCE, "invalid_source") from None
+    async def _check(
+        self,
+        user_input: Mapping[str, Any],
+        source: str,
+        stored: str | None,
+        subentry_id: str | None,
+    ) -> dict[str, Any]:
+        """The engine's view of the source, opened once; raises _SourceTaken when another
+        camera (than ``subentry_id``) has it, _FieldError when it cannot be used."""
+        client = self._client()
+        if client is None:
+            raise _FieldError("base", "engine_unreachable")
         if (error := _thresholds_error(user_input, self._entry_options())) is not None:
             raise _FieldError(CONF_PROBABLE_THRESHOLD, error)
-        return spec
+        try:
+            checked = await client.check_source(source, stored)
+            if not checked.get("ok"):
+                raise _FieldError(CONF_SOURCE, "invalid_source")
+            if self._source_taken(str(checked["key"]), subentry_id):
+                raise _SourceTaken
+            opened = await client.test_source(str(checked["source"]))
+        except EngineError as err:
+            _LOGGER.debug("Camera source not checked: %s", err)
+            raise _FieldError("base", "engine_unreachable") from None
+        if not opened.get("ok"):
+            code = str((opened.get("error") or {}).get("code", "cannot_connect"))
+            raise _FieldError(CONF_SOURCE, code if code in _SOURCE_ERRORS else "cannot_connect")
+        return checked
 
     def _entry_options(self) -> dict[str, Any]:
         return {**DEFAULT_OPTIONS, **self._get_entry().options}
 
     @staticmethod
-    def _camera_data(user_input: Mapping[str, Any], spec: SourceSpec) -> dict[str, Any]:
-        name = str(user_input.get(CONF_NAME) or "").strip() or _default_camera_name(spec)
-        data: dict[str, Any] = {CONF_NAME: name, CONF_SOURCE: spec.url}
+    def _camera_data(user_input: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(user_input.get(CONF_NAME) or "").strip() or str(checked["name"])
+        data: dict[str, Any] = {CONF_NAME: name, CONF_SOURCE: str(checked["source"])}
         for key in (CONF_MATCH_THRESHOLD, CONF_PROBABLE_THRESHOLD):
             if user_input.get(key) is not None:
                 data[key] = float(user_input[key])
@@ -1048,7 +1364,8 @@ class CameraSubentryFlow(ConfigSubentryFlow):
                 continue
             if subentry.unique_id == key:
                 return True
-            with suppress(InvalidSourceError):
-                if _source_key(parse_source(subentry.data[CONF_SOURCE])) == key:
-                    return True
         return False
+
+
+def _usb_label(camera: Mapping[str, Any]) -> str:
+    return f"/dev/video{camera['index']} — {camera['name']} ({camera['width']}x{camera['height']})"

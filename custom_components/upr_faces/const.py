@@ -11,6 +11,20 @@ EVENT_AUDIT: Final = "upr_faces_audit"
 
 SUBENTRY_CAMERA: Final = "camera"
 
+# where the engine runs (entry.data)
+CONF_ENGINE: Final = "engine"
+ENGINE_EMBEDDED: Final = "embedded"
+ENGINE_ADDON: Final = "addon"
+ENGINE_REMOTE: Final = "remote"
+CONF_ENGINE_URL: Final = "engine_url"
+CONF_ENGINE_TOKEN: Final = "engine_token"
+CONF_ENGINE_VERIFY_SSL: Final = "engine_verify_ssl"
+CONF_ENGINE_ID: Final = "engine_id"  # names the embedded engine's data folder
+DEFAULT_ENGINE_PORT: Final = 8765
+ENGINE_API_VERSION: Final = 1
+# upgrades from the version that ran the engine inside Home Assistant: history to import
+CONF_LEGACY_IMPORT: Final = "legacy_import"
+
 # entry.data
 CONF_GALLERY_SOURCE: Final = "gallery_source"
 SOURCE_REGISTRY: Final = "registry"
@@ -67,6 +81,7 @@ CONF_SOURCE: Final = "source"
 SIGNED_URL_EXPIRY: Final = timedelta(minutes=5)
 # repairs
 CAMERA_OFFLINE_REPAIR_AFTER: Final = timedelta(minutes=10)
+ENGINE_DOWN_REPAIR_AFTER: Final = timedelta(minutes=10)
 REGISTRY_DOWN_REPAIR_AFTER: Final = timedelta(hours=1)
-GALLERY_SYNC_INTERVAL: Final = timedelta(minutes=15)
+# how often the engine's counters (faces in view, stream states) are read
 STATS_INTERVAL: Final = timedelta(seconds=2)

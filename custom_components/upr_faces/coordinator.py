@@ -1,21 +1,22 @@
-"""The bridge: the engine's results pushed into Home Assistant's state.
+"""The engine's state and events turned into Home Assistant state, for one config entry.
 
-One coordinator per config entry owns the engine objects (analyzer, pipeline, gallery,
-registry client, outbox) and the persisted alert log. It is created without an update
-interval: matches arrive from the pipeline's worker threads and are handed to the event
-loop; a short tick refreshes counters and repair issues.
+The engine (``upr-faces serve``: embedded, the add-on, or elsewhere) does all the work and
+keeps the alerts, their images and the audit trail. The coordinator pushes the entry's
+configuration to it (at set-up, on every change, after every reconnection: the push is
+idempotent), follows its event stream from the last event it handled (kept in Home
+Assistant's storage, so nothing is missed or handled twice across restarts of either
+side), reads its counters every few seconds, and maps all of it to entities, the
+``upr_match`` event, the logbook and repair issues. Created without an update interval:
+the data is pushed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,24 @@ from homeassistant.config_entries import ConfigEntry, ConfigSubentry
 from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
 from homeassistant.exceptions import (
     ConfigEntryAuthFailed,
+    ConfigEntryError,
     ConfigEntryNotReady,
     HomeAssistantError,
-    ServiceValidationError,
 )
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_time_interval
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
+from homeassistant.helpers.storage import Store
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
-from .alert_log import AlertLog, AlertRecord
+from .client import (
+    EngineApiError,
+    EngineAuthError,
+    EngineClient,
+    EngineConnectionError,
+    EngineError,
+)
 from .const import (
     CAMERA_OFFLINE_REPAIR_AFTER,
     CONF_API_KEY,
@@ -42,12 +49,14 @@ from .const import (
     CONF_COOLDOWN,
     CONF_DET_SIZE,
     CONF_DETECTION_FPS,
+    CONF_ENGINE,
+    CONF_ENGINE_URL,
     CONF_GALLERY_DIR,
     CONF_GALLERY_SOURCE,
+    CONF_LEGACY_IMPORT,
     CONF_MATCH_THRESHOLD,
     CONF_MODEL_DIR,
     CONF_MODEL_PACK,
-    CONF_NAME,
     CONF_PROBABLE_THRESHOLD,
     CONF_RETENTION_DAYS,
     CONF_RETRY_BACKOFF,
@@ -57,9 +66,12 @@ from .const import (
     CONF_VERIFY_SSL,
     DEFAULT_OPTIONS,
     DOMAIN,
+    ENGINE_API_VERSION,
+    ENGINE_DOWN_REPAIR_AFTER,
+    ENGINE_EMBEDDED,
+    ENGINE_REMOTE,
     EVENT_AUDIT,
     EVENT_MATCH,
-    GALLERY_SYNC_INTERVAL,
     MODEL_PACK_CUSTOM,
     REGISTRY_DOWN_REPAIR_AFTER,
     SIGNED_URL_EXPIRY,
@@ -67,71 +79,34 @@ from .const import (
     STATS_INTERVAL,
     SUBENTRY_CAMERA,
 )
-from .engine.upr_faces_engine.alerts import AlertTier, MatchEvent
-from .engine.upr_faces_engine.analyzer import Analyzer
-from .engine.upr_faces_engine.errors import ModelPackError, UprFacesError
-from .engine.upr_faces_engine.gallery import (
-    CACHE_FILE,
-    EmbeddingCache,
-    Gallery,
-    Thresholds,
-    load_folder,
-)
-from .engine.upr_faces_engine.models import ModelPack, ensure_pack, official_pack
-from .engine.upr_faces_engine.outbox import Outbox
-from .engine.upr_faces_engine.pipeline import Pipeline, PipelineConfig
-from .engine.upr_faces_engine.sources import CameraSource, mask_url, scan_usb
-from .engine.upr_faces_engine.sync import GallerySync
-from .engine.upr_faces_engine.upr_client import UprAuthError, UprClient
+from .data import Alert, CameraData, HubData
 
 _LOGGER = logging.getLogger(__name__)
 
 type UprFacesConfigEntry = ConfigEntry[UprFacesCoordinator]
 
 SIGNAL_ALERT = f"{DOMAIN}_alert_{{}}"
-SNAPSHOT_KINDS = ("face", "frame")
+"""Dispatched with an :class:`Alert` for every new alert and every verdict of an entry."""
+SIGNAL_CAMERAS = f"{DOMAIN}_cameras_{{}}"
+"""Dispatched with the ids of cameras added to an entry (their entities are added)."""
 
-
-@dataclass(frozen=True, slots=True)
-class CameraData:
-    """What the entities of one camera show."""
-
-    camera_id: str
-    name: str
-    monitoring: bool
-    state: str
-    reason: str | None
-    faces: int
-    last_match: AlertRecord | None
-    match_fresh: bool
-    probable_fresh: bool
-
-
-@dataclass(frozen=True, slots=True)
-class HubData:
-    """What the hub's entities show."""
-
-    cameras: dict[str, CameraData] = field(default_factory=dict)
-    gallery_size: int = 0
-    last_sync: datetime | None = None
-    pending_alerts: int = 0
-    outbox_pending: int = 0
-    last_detection: datetime | None = None
-    registry_reachable: bool | None = None
-
-    @property
-    def active_streams(self) -> int:
-        """Cameras delivering frames now."""
-        return sum(1 for cam in self.cameras.values() if cam.state == "streaming")
+RECONNECT_MAX = 30.0
+RECENT_ALERTS = 200
+# engine problems that are repair issues of their own (the others are handled below)
+_PROBLEM_ISSUES = {
+    "model_pack_missing": "model_pack_missing",
+    "model_folder_invalid": "model_folder_invalid",
+    "gallery_folder_unreadable": "gallery_folder_unreadable",
+}
 
 
 def storage_folder(hass: HomeAssistant, entry_id: str) -> Path:
-    """Where an entry keeps its gallery, outbox and snapshots."""
+    """Where an entry keeps its files (the embedded engine's data is ``engine/`` in it)."""
     return Path(hass.config.path(DOMAIN, entry_id))
 
 
 def models_folder(hass: HomeAssistant) -> Path:
-    """Where official model packs are downloaded."""
+    """Where the previous version downloaded model packs (kept for migration)."""
     return Path(hass.config.path(DOMAIN, "models"))
 
 
@@ -144,397 +119,398 @@ def camera_subentries(entry: ConfigEntry[Any]) -> dict[str, ConfigSubentry]:
     }
 
 
+def engine_config(entry: ConfigEntry[Any]) -> dict[str, Any]:
+    """The configuration the engine runs for this entry (docs/engine_api.md)."""
+    data = entry.data
+    options = {**DEFAULT_OPTIONS, **entry.options}
+    if data.get(CONF_GALLERY_SOURCE) == SOURCE_REGISTRY:
+        gallery: dict[str, Any] = {
+            "source": "registry",
+            "url": data[CONF_API_URL],
+            "api_key": data[CONF_API_KEY],
+            "verify_ssl": bool(data.get(CONF_VERIFY_SSL, True)),
+        }
+    else:
+        gallery = {"source": "folder", "folder": data[CONF_GALLERY_DIR]}
+    pack = data.get(CONF_MODEL_PACK, "buffalo_l")
+    models: dict[str, Any] = {"pack": pack}
+    if pack == MODEL_PACK_CUSTOM:
+        models["folder"] = data[CONF_MODEL_DIR]
+    cameras = []
+    for camera_id, sub in camera_subentries(entry).items():
+        camera: dict[str, Any] = {
+            "id": camera_id,
+            "name": sub.title,
+            "source": sub.data[CONF_SOURCE],
+        }
+        for key in (CONF_MATCH_THRESHOLD, CONF_PROBABLE_THRESHOLD):
+            if sub.data.get(key) is not None:
+                camera[key] = float(sub.data[key])
+        cameras.append(camera)
+    return {
+        "gallery": gallery,
+        "models": models,
+        "options": {
+            "match_threshold": float(options[CONF_MATCH_THRESHOLD]),
+            "probable_threshold": float(options[CONF_PROBABLE_THRESHOLD]),
+            "detection_fps": float(options[CONF_DETECTION_FPS]),
+            "det_size": int(options[CONF_DET_SIZE]),
+            "cooldown": float(options[CONF_COOLDOWN]),
+            "usb_max": int(options[CONF_USB_MAX]),
+            "retry_backoff": float(options[CONF_RETRY_BACKOFF]),
+            "use_gpu": bool(options[CONF_USE_GPU]),
+            "retention_days": float(options[CONF_RETENTION_DAYS]),
+        },
+        "cameras": cameras,
+    }
+
+
+def _time(text: str | None) -> datetime | None:
+    return dt_util.parse_datetime(text) if text else None
+
+
 class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
-    """Runs the engine for one config entry and publishes its state."""
+    """Follows one engine for one entry and publishes its state."""
 
     config_entry: UprFacesConfigEntry
 
-    def __init__(self, hass: HomeAssistant, entry: UprFacesConfigEntry) -> None:
+    def __init__(
+        self, hass: HomeAssistant, entry: UprFacesConfigEntry, client: EngineClient
+    ) -> None:
         super().__init__(hass, _LOGGER, config_entry=entry, name=DOMAIN)
-        self.options: dict[str, Any] = {**DEFAULT_OPTIONS, **entry.options}
-        self.folder = storage_folder(hass, entry.entry_id)
-        self.log = AlertLog(hass, entry.entry_id)
-        self.registry = entry.data.get(CONF_GALLERY_SOURCE) == SOURCE_REGISTRY
-        self.client: UprClient | None = None
-        self.sync: GallerySync | None = None
-        self.outbox: Outbox | None = None
-        self.analyzer: Analyzer | None = None
-        self.pipeline: Pipeline | None = None
-        self.pack: ModelPack | None = None
-        self.usb_found: list[dict[str, Any]] = []
-        # registry photos recently served to operators: person id -> bytes
-        self.photo_cache: OrderedDict[str, bytes] = OrderedDict()
-        self._cache: EmbeddingCache | None = None
-        self._gallery: Gallery | None = None
-        self._stop = asyncio.Event()
+        self.client = client
+        self.connection: tuple[Any, ...] = ()
+        self.options: dict[str, Any] = dict(entry.options)
+        self.info: dict[str, Any] = {}
+        self.cameras_known: set[str] = set(camera_subentries(entry))
+        self._latest: dict[str, Alert] = {}
+        self._latest_tier: dict[tuple[str, str], Alert] = {}
+        self._store: Store[dict[str, Any]] = Store(
+            hass, 1, f"{DOMAIN}.{entry.entry_id}.events", private=True
+        )
+        self._last_id = 0
+        self._epoch: str | None = None
+        self._events: asyncio.Task[None] | None = None
         self._unsubs: list[CALLBACK_TYPE] = []
-        self._registry_down_since: float | None = None
+        self._connected = False
+        self._down_since: float | None = None
         self._offline_since: dict[str, float] = {}
-        self._last_detection: float | None = None
+        self._stopping = False
+        self._reconnecting = asyncio.Lock()
         self.data = HubData()
 
     # ------------------------------------------------------------------ set up
 
-    async def async_setup_engine(self) -> None:
-        """Load the models and the gallery; raise the right ConfigEntry errors."""
-        entry = self.config_entry
-        await self.log.async_load()
-        self.pack = await self._async_model_pack()
-        use_gpu = bool(self.options[CONF_USE_GPU])
-        providers = ("cuda", "openvino", "cpu") if use_gpu else ("cpu",)
-        pack = self.pack
-        self.analyzer = await self.hass.async_add_executor_job(
-            lambda: Analyzer(
-                pack,
-                det_size=int(self.options[CONF_DET_SIZE]),
-                providers=providers,
-                square=False,
-            )
-        )
-        self._cache = await self.hass.async_add_executor_job(
-            EmbeddingCache, self.folder / CACHE_FILE
-        )
-        if self.registry:
-            await self._async_setup_registry()
-        else:
-            await self._async_load_folder()
-        self.pipeline = Pipeline(self.analyzer, self._gallery, self._pipeline_config())
-        self.pipeline.add_listener(self._on_match_threadsafe)
-        for camera_id in camera_subentries(entry):
-            if self.log.monitoring.get(camera_id, True):
-                await self._async_start_camera(camera_id)
+    @property
+    def stopped(self) -> bool:
+        """Whether the entry was unloaded (the coordinator follows the engine no more)."""
+        return self._stopping
 
-    async def _async_model_pack(self) -> ModelPack:
-        data = self.config_entry.data
-        name = data.get(CONF_MODEL_PACK, "buffalo_l")
-        target: str | Path = Path(data[CONF_MODEL_DIR]) if name == MODEL_PACK_CUSTOM else str(name)
+    @property
+    def connected(self) -> bool:
+        """Whether the engine answers now."""
+        return self._connected
+
+    async def async_setup(self) -> None:
+        """Reach the engine, check its version, push the configuration; or raise the
+        ConfigEntry errors that make Home Assistant retry or ask for a new token."""
         try:
-            pack = await self.hass.async_add_executor_job(
-                ensure_pack, target, models_folder(self.hass)
-            )
-        except ModelPackError as err:
-            official = official_pack(str(name)) if name != MODEL_PACK_CUSTOM else None
-            folder = (
-                str(target) if isinstance(target, Path) else str(models_folder(self.hass) / name)
-            )
-            if official is not None:
-                key = "model_pack_missing"
-                placeholders = {
-                    "folder": folder,
-                    "files": ", ".join(official.files),
-                    "url": official.url,
-                }
-            else:
-                key = "model_folder_invalid"
-                placeholders = {"folder": folder, "problem": str(err)}
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                f"model_pack_missing_{self.config_entry.entry_id}",
-                is_fixable=False,
-                severity=ir.IssueSeverity.ERROR,
-                translation_key=key,
-                translation_placeholders=placeholders,
-            )
+            await self._async_first_contact()
+        except EngineAuthError as err:
+            raise ConfigEntryAuthFailed(
+                translation_domain=DOMAIN, translation_key="engine_auth_failed"
+            ) from err
+        except EngineConnectionError as err:
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN,
-                translation_key="model_pack_missing",
-                translation_placeholders={"folder": folder, "files": str(err)},
+                translation_key="engine_unreachable",
+                translation_placeholders={"url": self.client.url},
             ) from err
-        ir.async_delete_issue(self.hass, DOMAIN, f"model_pack_missing_{self.config_entry.entry_id}")
-        return pack
+        self._connected = True
+        self._publish()
 
-    async def _async_setup_registry(self) -> None:
-        data = self.config_entry.data
-        assert self.analyzer is not None
-        session = async_get_clientsession(self.hass, verify_ssl=data.get(CONF_VERIFY_SSL, True))
-        self.client = UprClient(
-            session,
-            data[CONF_API_URL],
-            data[CONF_API_KEY],
-            verify_ssl=data.get(CONF_VERIFY_SSL, True),
-        )
-        self.sync = GallerySync(self.client, self.analyzer, self.folder, cache=self._cache)
-        self.outbox = await Outbox.async_open(self.folder / "outbox")
-        self.outbox.add_listener(self._on_outbox_threadsafe)
-        cached = await self.sync.async_load()
+    async def _async_first_contact(self) -> None:
+        self.info = await self.client.info()
+        self._check_version()
+        if self.config_entry.data.get(CONF_LEGACY_IMPORT):
+            await self._import_legacy()
+        stored = await self._store.async_load() or {}
+        events = self.info.get("events") or {}
+        if stored.get("epoch") == events.get("epoch"):
+            self._last_id = int(stored.get("last_id") or 0)
+            self._epoch = stored.get("epoch")
+        else:  # a first connection (or a new engine): nothing of its past is news
+            self._last_id = int(events.get("last_id") or 0)
+            self._epoch = events.get("epoch")
+            await self._save_position(now=True)
         try:
-            await self.sync.sync()
-        except UprAuthError as err:
-            raise ConfigEntryAuthFailed(
-                translation_domain=DOMAIN, translation_key="registry_auth_failed"
+            await self.client.put_config(engine_config(self.config_entry))
+        except EngineApiError as err:
+            _LOGGER.error("The engine refused the configuration: %s", err)
+            raise ConfigEntryError(
+                translation_domain=DOMAIN,
+                translation_key="engine_refused",
+                translation_placeholders={"error": err.placeholders.get("field", err.code)},
             ) from err
-        except UprFacesError as err:
-            if cached is None:
-                raise ConfigEntryNotReady(
-                    translation_domain=DOMAIN,
-                    translation_key="cannot_connect",
-                    translation_placeholders={"error": str(err)},
-                ) from err
-            _LOGGER.warning(
-                "UPR registry unreachable (%s); matching with the gallery synced at %s",
-                err,
-                dt_util.utc_from_timestamp(cached.synced_at or 0).isoformat(),
+        self.info = await self.client.info()  # with the models and cameras just applied
+        await self._load_alerts()
+
+    def _check_version(self) -> None:
+        version = int(self.info.get("api_version") or 0)
+        issue = f"engine_version_{self.config_entry.entry_id}"
+        if version == ENGINE_API_VERSION:
+            ir.async_delete_issue(self.hass, DOMAIN, issue)
+            return
+        update = "engine" if version < ENGINE_API_VERSION else "integration"
+        placeholders = {
+            "engine_version": str(self.info.get("version", "?")),
+            "engine_api": str(version),
+            "integration_api": str(ENGINE_API_VERSION),
+        }
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key=f"update_{update}",
+            translation_placeholders=placeholders,
+        )
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="engine_version",
+            translation_placeholders=placeholders,
+        )
+
+    async def _import_legacy(self) -> None:
+        """Hand the alerts, audit and monitoring flags the previous version kept in Home
+        Assistant's storage over to the engine (once), then forget them here."""
+        entry = self.config_entry
+        legacy: Store[dict[str, Any]] = Store(
+            self.hass, 1, f"{DOMAIN}.{entry.entry_id}", private=True
+        )
+        history = await legacy.async_load() or {}
+        try:
+            result = await self.client.import_history(
+                {
+                    "origin": entry.entry_id,
+                    "alerts": history.get("alerts", []),
+                    "audit": history.get("audit", []),
+                    "monitoring": history.get("monitoring", {}),
+                }
             )
-            self._registry_down_since = time.time()
-        self._gallery = self.sync.gallery
-
-    async def _async_load_folder(self) -> None:
-        assert self.analyzer is not None
-        folder = Path(self.config_entry.data[CONF_GALLERY_DIR])
-        analyzer, cache = self.analyzer, self._cache
-
-        def load() -> Gallery:
-            folder.mkdir(parents=True, exist_ok=True)
-            gallery, report = load_folder(folder, analyzer, cache)
-            for warning in report.warnings:
-                _LOGGER.warning("Gallery: %s", warning)
-            gallery.synced_at = time.time()
-            return gallery
-
-        self._gallery = await self.hass.async_add_executor_job(load)
-
-    def _pipeline_config(self) -> PipelineConfig:
-        options = self.options
-        return PipelineConfig(
-            detection_fps=float(options[CONF_DETECTION_FPS]),
-            cooldown_s=float(options[CONF_COOLDOWN]),
-            thresholds=Thresholds(
-                match=float(options[CONF_MATCH_THRESHOLD]),
-                probable=float(options[CONF_PROBABLE_THRESHOLD]),
-            ),
+        except EngineApiError as err:
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN,
+                translation_key="engine_refused",
+                translation_placeholders={"error": err.code},
+            ) from err
+        _LOGGER.info(
+            "Moved %s alerts and %s audit lines of the previous version into the engine",
+            result.get("alerts"),
+            result.get("audit"),
         )
+        await legacy.async_remove()
+        data = {k: v for k, v in entry.data.items() if k != CONF_LEGACY_IMPORT}
+        self.hass.config_entries.async_update_entry(entry, data=data)
 
-    def _camera_thresholds(self, sub: ConfigSubentry) -> Thresholds | None:
-        match = sub.data.get(CONF_MATCH_THRESHOLD)
-        probable = sub.data.get(CONF_PROBABLE_THRESHOLD)
-        if match is None and probable is None:
-            return None
-        return Thresholds(
-            match=float(match if match is not None else self.options[CONF_MATCH_THRESHOLD]),
-            probable=float(
-                probable if probable is not None else self.options[CONF_PROBABLE_THRESHOLD]
-            ),
-        )
+    async def async_push_config(self) -> dict[str, Any]:
+        """Send the entry's configuration (the engine changes only what changed)."""
+        try:
+            return await self.client.put_config(engine_config(self.config_entry))
+        except EngineApiError as err:
+            _LOGGER.error("The engine refused the configuration: %s", err)
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="engine_refused",
+                translation_placeholders={"error": err.placeholders.get("field", err.code)},
+            ) from err
+        except EngineConnectionError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="engine_unreachable",
+                translation_placeholders={"url": self.client.url},
+            ) from err
+
+    async def _load_alerts(self) -> None:
+        alerts = [Alert.from_engine(item) for item in await self.client.alerts(RECENT_ALERTS)]
+        self._latest.clear()
+        self._latest_tier.clear()
+        for alert in reversed(alerts):  # oldest first: the newest stays
+            self._remember(alert)
+
+    def _remember(self, alert: Alert) -> None:
+        self._latest[alert.camera_id] = alert
+        self._latest_tier[(alert.camera_id, alert.tier)] = alert
+
+    async def _save_position(self, *, now: bool = False) -> None:
+        data = {"last_id": self._last_id, "epoch": self._epoch}
+        if now:
+            await self._store.async_save(data)
+        else:
+            self._store.async_delay_save(lambda: data, 2.0)
 
     # ------------------------------------------------------------------ run / stop
 
     @callback
     def async_start(self) -> None:
-        """Start the workers and the background tasks (after the platforms are set up)."""
-        entry = self.config_entry
-        assert self.pipeline is not None
-        self.pipeline.start()
-        if self.outbox is not None and self.client is not None:
-            entry.async_create_background_task(
-                self.hass,
-                self.outbox.run(
-                    self.client, self._stop, retry_initial=float(self.options[CONF_RETRY_BACKOFF])
-                ),
-                f"{DOMAIN} outbox {entry.entry_id}",
-            )
-        if self.sync is not None:
-            self._unsubs.append(
-                async_track_time_interval(
-                    self.hass, self._async_periodic_sync, GALLERY_SYNC_INTERVAL
-                )
-            )
+        """Follow the event stream and read the counters (after the platforms are set up)."""
+        self._stopping = False
+        self._events = self.config_entry.async_create_background_task(
+            self.hass, self._follow_events(), f"{DOMAIN} events {self.config_entry.entry_id}"
+        )
         self._unsubs.append(async_track_time_interval(self.hass, self._async_tick, STATS_INTERVAL))
-        self._publish()
 
     async def async_stop(self) -> None:
-        """Stop every thread and task of this entry."""
-        self._stop.set()
+        """Stop following the engine (the engine itself goes on)."""
+        self._stopping = True
         for unsub in self._unsubs:
             unsub()
         self._unsubs.clear()
-        if self.pipeline is not None:
-            await self.hass.async_add_executor_job(self.pipeline.stop)
-        await self.log.async_save()
-        if self._cache is not None:
-            await self.hass.async_add_executor_job(self._cache.close)
+        if self._events is not None:
+            self._events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events
+        await self._save_position(now=True)
 
-    # ------------------------------------------------------------------ cameras
+    async def _follow_events(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            try:
+                async for event in self.client.events(self._last_id, self._epoch):
+                    delay = 1.0
+                    await self._handle_event(event.type, event.id, event.data, event.message)
+            except EngineAuthError:
+                self._went_down("token refused")
+                self.config_entry.async_start_reauth(self.hass)
+                return
+            except EngineConnectionError as err:
+                self._went_down(str(err))
+            else:
+                self._went_down("the event stream ended")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
 
-    def _make_source(self, sub: ConfigSubentry) -> CameraSource:
-        return CameraSource(
-            sub.data[CONF_SOURCE],
-            name=sub.data.get(CONF_NAME) or sub.title,
-            retry_backoff=float(self.options[CONF_RETRY_BACKOFF]),
-        )
-
-    async def _async_start_camera(self, camera_id: str) -> None:
-        assert self.pipeline is not None
-        sub = self.config_entry.subentries[camera_id]
-        try:
-            source = self._make_source(sub)
-        except (UprFacesError, ValueError) as err:
-            _LOGGER.error("Camera %s cannot be opened: %s", sub.title, err)
-            return
-        thresholds = self._camera_thresholds(sub)
-        pipeline = self.pipeline
-        worker = await self.hass.async_add_executor_job(
-            lambda: pipeline.add_camera(camera_id, source, thresholds=thresholds)
-        )
-        # alerts given before a reload or restart still hold their cooldown
-        wall, mono = time.time(), time.monotonic()
-        window = float(self.options[CONF_COOLDOWN])
-        for record in self.log.alerts.values():
-            when = dt_util.parse_datetime(record.detected_at)
-            if record.camera_id != camera_id or when is None:
-                continue
-            age = wall - when.timestamp()
-            if 0 <= age < window:
-                tier: AlertTier = "match" if record.tier == "match" else "probable"
-                worker.cooldown.prime(camera_id, record.person_id, tier, mono - age)
-
-    async def async_set_monitoring(
-        self, camera_id: str, on: bool, user_id: str | None = None
+    async def _handle_event(
+        self, kind: str, event_id: int | None, data: dict[str, Any], message: dict[str, Any]
     ) -> None:
-        """Start or stop watching a camera; remembered across restarts and audited."""
-        assert self.pipeline is not None
-        running = self.pipeline.camera(camera_id) is not None
-        if on and not running:
-            await self._async_start_camera(camera_id)
-        elif not on and running:
-            await self.hass.async_add_executor_job(self.pipeline.remove_camera, camera_id)
-        self.log.monitoring[camera_id] = on
-        sub = self.config_entry.subentries.get(camera_id)
-        await self.async_audit(
-            "camera_started" if on else "camera_stopped",
-            user_id,
-            camera=sub.title if sub else camera_id,
-        )
-        self._publish()
+        if kind == "hello":
+            await self._came_back(message)
+            return
+        if kind == "gap":
+            if message.get("reason") == "reset":
+                _LOGGER.warning("The engine's data was reset; following its new event log")
+            else:
+                _LOGGER.warning(
+                    "Events %s to %s of the engine were no longer kept",
+                    message.get("from"),
+                    message.get("to"),
+                )
+            return
+        if event_id is None or event_id <= self._last_id:
+            return
+        if kind == "match":
+            self._on_alert(Alert.from_engine(data), new=True)
+        elif kind == "alert_decided":
+            self._on_alert(Alert.from_engine(data), new=False)
+        elif kind in ("camera", "gallery_sync", "problem", "model_pack"):
+            self.config_entry.async_create_background_task(
+                self.hass, self._async_refresh_info(), f"{DOMAIN} info {self.config_entry.entry_id}"
+            )
+        self._last_id = event_id
+        await self._save_position(now=kind == "match")
 
-    async def async_scan_usb(self, user_id: str | None = None) -> list[dict[str, Any]]:
-        """Probe the USB cameras; the findings are offered when adding a camera."""
-        found = await self.hass.async_add_executor_job(scan_usb, int(self.options[CONF_USB_MAX]))
-        self.usb_found = [
-            {
-                "source": cam.source,
-                "index": cam.index,
-                "name": cam.name,
-                "width": cam.width,
-                "height": cam.height,
-            }
-            for cam in found
-        ]
-        await self.async_audit("usb_scan", user_id, found=len(self.usb_found))
-        return self.usb_found
+    async def _came_back(self, hello: dict[str, Any]) -> None:
+        """A (re)connected event stream: the engine may have restarted; push again."""
+        epoch = hello.get("epoch")
+        if self._epoch is not None and epoch != self._epoch:
+            self._last_id = 0  # the engine will replay its new log from the start
+        self._epoch = epoch
+        if not self._connected:
+            await self._reconnect()
 
-    def camera_jpeg(self, camera_id: str, width: int | None) -> bytes | None:
-        """The live view of a camera (blocking: JPEG encoding)."""
-        worker = self.pipeline.camera(camera_id) if self.pipeline else None
-        return worker.annotated_jpeg(width) if worker else None
-
-    # ------------------------------------------------------------------ matches
-
-    def _on_match_threadsafe(self, event: MatchEvent) -> None:
-        """Called by a pipeline worker thread."""
-        self.hass.loop.call_soon_threadsafe(self._schedule_match, event)
+    async def _reconnect(self) -> None:
+        """Push the configuration, read the state and the alerts, then show entities again."""
+        async with self._reconnecting:
+            if self._connected:
+                return
+            try:
+                await self.async_push_config()
+                self.info = await self.client.info()
+                await self._load_alerts()
+            except (HomeAssistantError, EngineConnectionError, EngineApiError) as err:
+                _LOGGER.debug("Reconnection to the engine not complete: %s", err)
+                return
+            self._came_up()
 
     @callback
-    def _schedule_match(self, event: MatchEvent) -> None:
-        self.config_entry.async_create_background_task(
-            self.hass, self._async_handle_match(event), f"{DOMAIN} match {event.match_id}"
-        )
+    def _went_down(self, reason: str) -> None:
+        if self._stopping:
+            return
+        if self._connected:
+            _LOGGER.warning(
+                "The UPR Faces engine at %s is unreachable (%s)", self.client.url, reason
+            )
+            self._down_since = time.time()
+        self._connected = False
+        self.async_set_update_error(UpdateFailed(reason))
 
-    def snapshot_path(self, match_id: str, kind: str) -> Path:
-        """Where an alert's image is kept."""
-        return self.folder / "snapshots" / f"{match_id}_{kind}.jpg"
-
-    def _write_snapshots(self, event: MatchEvent) -> bool:
-        folder = self.folder / "snapshots"
-        folder.mkdir(parents=True, exist_ok=True)
-        written = False
-        for kind, data in (("face", event.face_jpeg), ("frame", event.snapshot_jpeg)):
-            if data:
-                self.snapshot_path(event.match_id, kind).write_bytes(data)
-                written = True
-        return written
-
-    async def _async_handle_match(self, event: MatchEvent) -> None:
-        gallery = self._gallery
-        person = gallery.persons.get(event.person_id) if gallery else None
-        sub = self.config_entry.subentries.get(event.camera)
-        camera_name = sub.title if sub else event.camera
-        detected_at = dt_util.utc_from_timestamp(event.detected_at)
-        has_snapshot = await self.hass.async_add_executor_job(self._write_snapshots, event)
-        record = AlertRecord(
-            match_id=event.match_id,
-            tier=event.tier,
-            person_id=event.person_id,
-            reference=person.reference if person else event.person_id,
-            display_name=person.display_name if person else None,
-            similarity=event.similarity,
-            camera_id=event.camera,
-            camera_name=camera_name,
-            detected_at=detected_at.isoformat(),
-            track_id=event.track_id,
-            has_snapshot=has_snapshot,
-        )
-        self.log.add_alert(record)
-        self._last_detection = event.detected_at
-        if self.outbox is not None:
-            payload = {
-                "id": event.match_id,
-                "person_id": event.person_id,
-                "camera": camera_name,
-                "tier": event.tier,
-                "similarity": event.similarity,
-                "detected_at": detected_at.isoformat(),
-                "snapshot_jpeg_b64": base64.b64encode(event.face_jpeg).decode()
-                if event.face_jpeg
-                else None,
-            }
-            try:
-                await self.outbox.async_enqueue_alert(payload)
-            except UprFacesError as err:
-                _LOGGER.error(
-                    "Alert %s could not be queued for the registry: %s", event.match_id, err
-                )
-        self.hass.bus.async_fire(EVENT_MATCH, self.event_data(record))
-        await self.async_audit(
-            "alert",
-            None,
-            match_id=record.match_id,
-            tier=record.tier,
-            person_id=record.person_id,
-            camera=camera_name,
-            similarity=record.similarity,
-        )
-        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(self.config_entry.entry_id), record)
+    @callback
+    def _came_up(self) -> None:
+        if self._down_since is not None:
+            _LOGGER.info("The UPR Faces engine at %s answers again", self.client.url)
+        self._down_since = None
+        self._connected = True
+        ir.async_delete_issue(self.hass, DOMAIN, f"engine_unreachable_{self.config_entry.entry_id}")
         self._publish()
 
-    def event_data(self, record: AlertRecord) -> dict[str, Any]:
+    # ------------------------------------------------------------------ alerts
+
+    @callback
+    def _on_alert(self, alert: Alert, *, new: bool) -> None:
+        self._remember(alert)
+        entry_id = self.config_entry.entry_id
+        if new:
+            self.hass.bus.async_fire(EVENT_MATCH, self.event_data(alert))
+            self._fire_audit(
+                "alert",
+                None,
+                None,
+                match_id=alert.match_id,
+                tier=alert.tier,
+                person_id=alert.person_id,
+                camera=alert.camera_name,
+                similarity=alert.similarity,
+            )
+            pending = int(self.info.get("alerts_pending") or 0) + 1
+            self.info = {**self.info, "alerts_pending": pending}
+        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(entry_id), alert)
+        self._publish()
+
+    def event_data(self, alert: Alert) -> dict[str, Any]:
         """The payload of a ``upr_match`` event, with short-lived signed image URLs."""
         from homeassistant.components.http.auth import async_sign_path
 
         from .views import registry_photo_path, snapshot_path
 
-        camera_entity_id = self.camera_entity_id(record.camera_id)
+        entry_id = self.config_entry.entry_id
         return {
-            "match_id": record.match_id,
-            "tier": record.tier,
-            "person_id": record.person_id,
-            "reference": record.reference,
-            "display_name": record.display_name,
-            "similarity": record.similarity,
-            "camera_entity_id": camera_entity_id,
-            "camera_name": record.camera_name,
-            "detected_at": record.detected_at,
+            "match_id": alert.match_id,
+            "tier": alert.tier,
+            "person_id": alert.person_id,
+            "reference": alert.reference,
+            "display_name": alert.display_name,
+            "similarity": alert.similarity,
+            "camera_entity_id": self.camera_entity_id(alert.camera_id),
+            "camera_name": alert.camera_name,
+            "detected_at": alert.detected_at,
             "snapshot_url": async_sign_path(
-                self.hass,
-                snapshot_path(self.config_entry.entry_id, record.match_id, "face"),
-                SIGNED_URL_EXPIRY,
+                self.hass, snapshot_path(entry_id, alert.match_id, "face"), SIGNED_URL_EXPIRY
             )
-            if record.has_snapshot
+            if alert.has_images
             else None,
             "registry_photo_url": async_sign_path(
-                self.hass,
-                registry_photo_path(self.config_entry.entry_id, record.person_id),
-                SIGNED_URL_EXPIRY,
+                self.hass, registry_photo_path(entry_id, alert.person_id), SIGNED_URL_EXPIRY
             ),
         }
 
@@ -554,61 +530,72 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
         user_id: str | None,
         user_name: str | None,
         comment: str | None,
-    ) -> AlertRecord:
-        """Confirm or reject an alert; the verdict goes to the registry and the audit."""
-        record = self.log.alerts.get(match_id)
-        if record is None:
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key="unknown_match",
-                translation_placeholders={"match_id": match_id},
+    ) -> Alert:
+        """Confirm or reject an alert in the engine (registry, audit); the alert after it."""
+        try:
+            data = await self.client.verdict(
+                match_id, verdict, user_id=user_id, user_name=user_name, comment=comment
             )
-        if record.state != "pending":
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key="already_decided",
-                translation_placeholders={"match_id": match_id, "verdict": record.state},
-            )
-        now = dt_util.utcnow().isoformat()
-        record.state = "confirmed" if verdict == "confirmed" else "rejected"
-        record.decided_by = user_id
-        record.decided_by_name = user_name
-        record.decided_at = now
-        record.comment = comment
-        if record.state == "rejected" and self.pipeline is not None:
-            self.pipeline.reject(record.camera_id, record.track_id, record.person_id)
-        if self.outbox is not None:
-            await self.outbox.async_enqueue_verdict(
-                match_id,
-                {
-                    "verdict": record.state,
-                    "by": user_name or user_id or "unknown",
-                    "comment": comment,
-                    "at": now,
-                },
-            )
-        await self.async_audit(
-            record.state,
+        except EngineApiError as err:
+            from homeassistant.exceptions import ServiceValidationError
+
+            if err.code == "already_decided":
+                raise ServiceValidationError(
+                    translation_domain=DOMAIN,
+                    translation_key="already_decided",
+                    translation_placeholders={
+                        "match_id": match_id,
+                        "verdict": err.placeholders.get("verdict", ""),
+                    },
+                ) from err
+            if err.code == "unknown_match":
+                raise ServiceValidationError(
+                    translation_domain=DOMAIN,
+                    translation_key="unknown_match",
+                    translation_placeholders={"match_id": match_id},
+                ) from err
+            raise self._failure(err) from err
+        except EngineConnectionError as err:
+            raise self._failure(err) from err
+        alert = Alert.from_engine(data)
+        self._fire_audit(
+            alert.state,
             user_id,
-            user_name=user_name,
+            user_name,
             match_id=match_id,
-            person_id=record.person_id,
-            camera=record.camera_name,
+            person_id=alert.person_id,
+            camera=alert.camera_name,
             comment=comment,
         )
-        await self.log.async_save()
-        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(self.config_entry.entry_id), record)
+        self.info = {
+            **self.info,
+            "alerts_pending": max(0, int(self.info.get("alerts_pending") or 0) - 1),
+        }
+        self._remember_if_newer(alert)
+        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(self.config_entry.entry_id), alert)
         self._publish()
-        return record
+        return alert
 
-    async def async_audit(
-        self, action: str, user_id: str | None, *, user_name: str | None = None, **details: Any
+    def _remember_if_newer(self, alert: Alert) -> None:
+        latest = self._latest.get(alert.camera_id)
+        if latest is None or latest.match_id == alert.match_id:
+            self._latest[alert.camera_id] = alert
+        tier = self._latest_tier.get((alert.camera_id, alert.tier))
+        if tier is None or tier.match_id == alert.match_id:
+            self._latest_tier[(alert.camera_id, alert.tier)] = alert
+
+    def _failure(self, err: Exception) -> HomeAssistantError:
+        return HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="engine_unreachable",
+            translation_placeholders={"url": self.client.url},
+        )
+
+    @callback
+    def _fire_audit(
+        self, action: str, user_id: str | None, user_name: str | None, **details: Any
     ) -> None:
-        """Record an action in the audit trail and the logbook."""
-        if user_id and user_name is None:
-            user = await self.hass.auth.async_get_user(user_id)
-            user_name = user.name if user else None
-        self.log.add_audit(action, user_id=user_id, user_name=user_name, **details)
+        """The logbook's line (the audit trail itself is the engine's)."""
         self.hass.bus.async_fire(
             EVENT_AUDIT,
             {
@@ -620,172 +607,257 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             context=Context(user_id=user_id),
         )
 
-    # ------------------------------------------------------------------ gallery
-
-    async def async_refresh_gallery(self) -> None:
-        """Sync the registry (or re-read the folder) now and swap the gallery in."""
+    async def async_audit_action(self, action: str, user_id: str | None, **details: Any) -> None:
+        """Put an action done in Home Assistant (an option change) into the engine's audit
+        trail and the logbook."""
+        user = await self.hass.auth.async_get_user(user_id) if user_id else None
+        name = user.name if user else None
         try:
-            if self.sync is not None:
-                await self.sync.sync()
-                self._gallery = self.sync.gallery
-                self._registry_up()
-            else:
-                await self._async_load_folder()
-        except UprAuthError as err:
-            self.config_entry.async_start_reauth(self.hass)
-            raise HomeAssistantError(
-                translation_domain=DOMAIN, translation_key="registry_auth_failed"
-            ) from err
-        except UprFacesError as err:
-            self._registry_failed()
+            await self.client.add_audit(action, details, user_id=user_id, user_name=name)
+        except EngineError as err:
+            _LOGGER.warning("The engine could not audit %s: %s", action, err)
+        self._fire_audit(action, user_id, name, **details)
+
+    # ------------------------------------------------------------------ operations
+
+    async def async_set_monitoring(self, camera_id: str, on: bool, user_id: str | None) -> None:
+        """Start or stop watching a camera (remembered and audited by the engine)."""
+        user = await self.hass.auth.async_get_user(user_id) if user_id else None
+        try:
+            await self.client.set_monitoring(
+                camera_id, on, user_id=user_id, user_name=user.name if user else None
+            )
+        except (EngineApiError, EngineConnectionError) as err:
+            raise self._failure(err) from err
+        sub = self.config_entry.subentries.get(camera_id)
+        self._fire_audit(
+            "camera_started" if on else "camera_stopped",
+            user_id,
+            user.name if user else None,
+            camera=sub.title if sub else camera_id,
+        )
+        await self._async_refresh_info()
+
+    async def async_scan_usb(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The USB cameras of the engine's host."""
+        user = await self.hass.auth.async_get_user(user_id) if user_id else None
+        try:
+            found = await self.client.scan_usb(
+                user_id=user_id, user_name=user.name if user else None
+            )
+        except (EngineApiError, EngineConnectionError) as err:
+            raise self._failure(err) from err
+        self._fire_audit("usb_scan", user_id, user.name if user else None, found=len(found))
+        return found
+
+    async def async_refresh_gallery(self, user_id: str | None = None) -> None:
+        """Sync the registry (or re-read the folder) now."""
+        user = await self.hass.auth.async_get_user(user_id) if user_id else None
+        try:
+            outcome = await self.client.refresh_gallery(
+                user_id=user_id, user_name=user.name if user else None
+            )
+        except (EngineApiError, EngineConnectionError) as err:
+            raise self._failure(err) from err
+        await self._async_refresh_info()
+        if not outcome.get("ok", False):
+            if outcome.get("code") == "invalid_auth":
+                self.config_entry.async_start_reauth(self.hass)
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN, translation_key="registry_auth_failed"
+                )
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key="cannot_connect",
-                translation_placeholders={"error": str(err)},
-            ) from err
-        if self.pipeline is not None:
-            self.pipeline.set_gallery(self._gallery)
-        self._publish()
+                translation_placeholders={"error": str(outcome.get("code"))},
+            )
 
-    async def _async_periodic_sync(self, _now: datetime) -> None:
-        # failures are logged once by _registry_failed, or start a reauth
-        with contextlib.suppress(HomeAssistantError):
-            await self.async_refresh_gallery()
+    async def async_camera_image(self, camera_id: str, width: int | None) -> bytes | None:
+        """The camera's newest frame with its face boxes."""
+        try:
+            return await self.client.snapshot(camera_id, width)
+        except (EngineApiError, EngineConnectionError):
+            return None
 
-    def _registry_up(self) -> None:
-        if self._registry_down_since is not None:
-            _LOGGER.info("UPR registry reachable again")
-        self._registry_down_since = None
-        ir.async_delete_issue(
-            self.hass, DOMAIN, f"registry_unreachable_{self.config_entry.entry_id}"
-        )
-
-    def _registry_failed(self) -> None:
-        if self._registry_down_since is None:
-            _LOGGER.warning("UPR registry unreachable; matching goes on with the last gallery")
-            self._registry_down_since = time.time()
+    @callback
+    def async_cameras_changed(self) -> None:
+        """The entry's cameras changed: add the entities of new ones."""
+        current = set(camera_subentries(self.config_entry))
+        added = current - self.cameras_known
+        self.cameras_known = current
+        if added:
+            async_dispatcher_send(
+                self.hass, SIGNAL_CAMERAS.format(self.config_entry.entry_id), sorted(added)
+            )
 
     # ------------------------------------------------------------------ publish
 
-    def _on_outbox_threadsafe(self, _pending: int) -> None:
-        self.hass.loop.call_soon_threadsafe(self._publish)
+    async def _async_refresh_info(self) -> None:
+        try:
+            self.info = await self.client.info()
+        except EngineAuthError:
+            self._went_down("token refused")
+            return
+        except EngineConnectionError as err:
+            self._went_down(str(err))
+            return
+        if not self._connected:
+            await self._reconnect()  # the engine answers again: push, then show entities
+            return
+        self._publish()
+
+    async def _async_tick(self, _now: datetime) -> None:
+        await self._async_refresh_info()
+        self._check_repairs()
 
     @callback
     def _publish(self) -> None:
-        self.async_set_updated_data(self._snapshot())
+        if self._connected:
+            self.async_set_updated_data(self._snapshot())
 
     def _snapshot(self) -> HubData:
+        info = self.info
+        engine_cameras = {camera["id"]: camera for camera in info.get("cameras", [])}
+        fresh = float({**DEFAULT_OPTIONS, **self.config_entry.options}[CONF_COOLDOWN])
         now = time.time()
-        fresh = float(self.options[CONF_COOLDOWN])
         cameras: dict[str, CameraData] = {}
-        pipeline = self.pipeline
         for camera_id, sub in camera_subentries(self.config_entry).items():
-            worker = pipeline.camera(camera_id) if pipeline else None
-            monitoring = worker is not None
-            state = str(worker.source.state) if worker else "stopped"
-            reason = getattr(worker.source, "reason", None) if worker else None
-            last = self.log.latest_for(camera_id)
-            match = self.log.latest_for(camera_id, "match")
-            probable = self.log.latest_for(camera_id, "probable")
+            engine = engine_cameras.get(camera_id, {})
             cameras[camera_id] = CameraData(
                 camera_id=camera_id,
                 name=sub.title,
-                monitoring=monitoring,
-                state=state,
-                reason=reason,
-                faces=len(worker.faces) if worker else 0,
-                last_match=replace(last) if last else None,
-                match_fresh=_is_fresh(match, now, fresh),
-                probable_fresh=_is_fresh(probable, now, fresh),
+                monitoring=bool(engine.get("monitoring", True)),
+                state=str(engine.get("state", "stopped")),
+                reason=engine.get("reason"),
+                faces=int(engine.get("faces") or 0),
+                last_match=self._latest.get(camera_id),
+                match_fresh=_is_fresh(self._latest_tier.get((camera_id, "match")), now, fresh),
+                probable_fresh=_is_fresh(
+                    self._latest_tier.get((camera_id, "probable")), now, fresh
+                ),
             )
-            if worker and worker.last_detection_at:
-                self._last_detection = max(self._last_detection or 0.0, worker.last_detection_at)
-        gallery = self._gallery
-        synced = gallery.synced_at if gallery else None
+        gallery = info.get("gallery") or {}
+        problems = {p.get("key"): p for p in info.get("problems", [])}
+        registry = self.config_entry.data.get(CONF_GALLERY_SOURCE) == SOURCE_REGISTRY
+        registry_problem = str((problems.get("registry") or {}).get("code", ""))
         return HubData(
             cameras=cameras,
-            gallery_size=gallery.matchable_count if gallery else 0,
-            last_sync=dt_util.utc_from_timestamp(synced) if synced else None,
-            pending_alerts=self.log.pending(),
-            outbox_pending=self.outbox.pending if self.outbox else 0,
-            last_detection=dt_util.utc_from_timestamp(self._last_detection)
-            if self._last_detection
-            else None,
-            registry_reachable=None if not self.registry else self._registry_down_since is None,
+            gallery_size=int(gallery.get("persons") or 0),
+            last_sync=_time(gallery.get("synced_at")),
+            pending_alerts=int(info.get("alerts_pending") or 0),
+            outbox_pending=int((info.get("outbox") or {}).get("pending") or 0),
+            last_detection=_time(info.get("last_detection")),
+            registry_reachable=None if not registry else registry_problem != "registry_unreachable",
         )
 
-    async def _async_tick(self, _now: datetime) -> None:
-        snapshot = self._snapshot()
-        if snapshot != self.data:
-            self.async_set_updated_data(snapshot)
-        self._check_repairs(snapshot)
-        dropped = self.log.expire(timedelta(days=float(self.options[CONF_RETENTION_DAYS])))
-        if dropped:
-            await self.hass.async_add_executor_job(self._remove_snapshots, dropped)
-
-    def _remove_snapshots(self, match_ids: list[str]) -> None:
-        for match_id in match_ids:
-            for kind in SNAPSHOT_KINDS:
-                self.snapshot_path(match_id, kind).unlink(missing_ok=True)
-
-    def _warn(self, issue_id: str, key: str, placeholders: dict[str, str]) -> None:
-        """Raise (or refresh) a repair issue an admin can act on."""
+    def _issue(
+        self, issue_id: str, key: str, placeholders: dict[str, str], error: bool = False
+    ) -> None:
         ir.async_create_issue(
             self.hass,
             DOMAIN,
             issue_id,
             is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
+            severity=ir.IssueSeverity.ERROR if error else ir.IssueSeverity.WARNING,
             translation_key=key,
             translation_placeholders=placeholders,
         )
 
-    def _check_repairs(self, data: HubData) -> None:
+    def _check_repairs(self) -> None:
         now = time.time()
         entry_id = self.config_entry.entry_id
+        down_issue = f"engine_unreachable_{entry_id}"
+        if self._down_since is not None:
+            if now - self._down_since >= ENGINE_DOWN_REPAIR_AFTER.total_seconds():
+                where = self.config_entry.data.get(CONF_ENGINE, ENGINE_EMBEDDED)
+                self._issue(
+                    down_issue,
+                    "engine_unreachable"
+                    if where == ENGINE_REMOTE
+                    else f"engine_unreachable_{where}",
+                    {
+                        "url": self.client.url,
+                        "since": dt_util.utc_from_timestamp(self._down_since).isoformat(),
+                    },
+                    error=True,
+                )
+            return
+        data = self.data
         for camera_id, camera in data.cameras.items():
             issue_id = f"camera_offline_{camera_id}"
             if camera.monitoring and camera.state == "offline":
                 since = self._offline_since.setdefault(camera_id, now)
                 if now - since >= CAMERA_OFFLINE_REPAIR_AFTER.total_seconds():
-                    self._warn(
+                    self._issue(
                         issue_id,
                         "camera_offline",
                         {
                             "camera": camera.name,
-                            "reason": mask_url(camera.reason or "-"),
+                            "reason": camera.reason or "-",
                             "since": dt_util.utc_from_timestamp(since).isoformat(),
                         },
                     )
             elif self._offline_since.pop(camera_id, None) is not None:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-        if not self.registry:
-            return
-        down = self._registry_down_since
-        if down is not None and now - down >= REGISTRY_DOWN_REPAIR_AFTER.total_seconds():
-            self._warn(
-                f"registry_unreachable_{entry_id}",
+        problems = {p.get("key"): p for p in self.info.get("problems", [])}
+        models = problems.get("models")
+        models_issue = f"model_pack_missing_{entry_id}"
+        if models is not None and models.get("code") in _PROBLEM_ISSUES:
+            self._issue(
+                models_issue,
+                _PROBLEM_ISSUES[str(models["code"])],
+                {k: str(v) for k, v in (models.get("placeholders") or {}).items()},
+                error=True,
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, models_issue)
+        registry = problems.get("registry")
+        registry_issue = f"registry_unreachable_{entry_id}"
+        if registry is not None and registry.get("code") == "registry_auth_failed":
+            self.config_entry.async_start_reauth(self.hass)
+        down_since = _time(registry.get("since")) if registry else None
+        if (
+            registry is not None
+            and registry.get("code") == "registry_unreachable"
+            and down_since is not None
+            and dt_util.utcnow() - down_since >= REGISTRY_DOWN_REPAIR_AFTER
+        ):
+            self._issue(
+                registry_issue,
                 "registry_unreachable",
                 {
-                    "url": self.client.base_url if self.client else "-",
-                    "since": dt_util.utc_from_timestamp(down).isoformat(),
+                    "url": str(self.config_entry.data.get(CONF_API_URL, "-")),
+                    "since": down_since.isoformat(),
                 },
             )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, registry_issue)
+        if self.config_entry.data.get(CONF_GALLERY_SOURCE) != SOURCE_REGISTRY:
+            return
         stale_issue = f"gallery_stale_{entry_id}"
         synced = data.last_sync
         if synced is None or dt_util.utcnow() - synced >= REGISTRY_DOWN_REPAIR_AFTER:
-            self._warn(
+            self._issue(
                 stale_issue, "gallery_stale", {"since": synced.isoformat() if synced else "-"}
             )
         else:
             ir.async_delete_issue(self.hass, DOMAIN, stale_issue)
 
     async def _async_update_data(self) -> HubData:
+        await self._async_refresh_info()
+        if not self._connected:
+            raise UpdateFailed("the engine is unreachable")
         return self._snapshot()
 
 
-def _is_fresh(record: AlertRecord | None, now: float, window: float) -> bool:
-    if record is None:
+def _is_fresh(alert: Alert | None, now: float, window: float) -> bool:
+    if alert is None:
         return False
-    when = dt_util.parse_datetime(record.detected_at)
+    when = alert.detected
     return when is not None and now - when.timestamp() < window
+
+
+def engine_url_of(entry: ConfigEntry[Any]) -> str | None:
+    """The engine's address as configured (None for the embedded one: it is chosen at start)."""
+    url = entry.data.get(CONF_ENGINE_URL)
+    return str(url) if url else None

@@ -7,6 +7,7 @@ devices of cameras that are gone are removed.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -50,18 +51,25 @@ def web_origin(url: str | None) -> str | None:
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}/"
 
 
-async def async_register_devices(hass: HomeAssistant, entry: UprFacesConfigEntry) -> None:
-    """Create or update the hub and camera devices; remove those of removed cameras."""
-    registry = dr.async_get(hass)
+async def async_register_devices(
+    hass: HomeAssistant, entry: UprFacesConfigEntry, info: dict[str, Any]
+) -> None:
+    """Create or update the hub and camera devices; remove those of removed cameras.
+
+    ``info`` is the engine's (its model pack names the hub's model).
+    """
     integration = await async_get_integration(hass, DOMAIN)
+    registry = dr.async_get(hass)
     version = str(integration.version) if integration.version else None
-    pack = entry.runtime_data.pack
+    models = info.get("models") or {}
+    # the pack's folder name (buffalo_l...; a custom folder's own name)
+    pack = PurePosixPath(str(models["folder"])).name if models.get("folder") else models.get("pack")
     hub = registry.async_get_or_create(
         config_entry_id=entry.entry_id,
         identifiers=hub_identifiers(entry.entry_id),
         translation_key="hub",
         manufacturer=MANUFACTURER,
-        model=pack.name if pack else None,
+        model=str(pack) if pack else None,
         sw_version=version,
         configuration_url=web_origin(entry.data.get(CONF_API_URL)),
     )

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
-from .coordinator import CameraData, UprFacesConfigEntry, UprFacesCoordinator, camera_subentries
+from .coordinator import (
+    SIGNAL_CAMERAS,
+    UprFacesConfigEntry,
+    UprFacesCoordinator,
+    camera_subentries,
+)
+from .data import CameraData
 from .devices import camera_identifiers, hub_identifiers
 
 
@@ -18,9 +26,23 @@ def add_camera_entities(
     async_add_entities: AddConfigEntryEntitiesCallback,
     make: Callable[[UprFacesCoordinator, str], Iterable[Entity]],
 ) -> None:
-    """Add the entities ``make`` builds for each camera, under that camera's subentry."""
-    for camera_id in camera_subentries(entry):
-        async_add_entities(make(entry.runtime_data, camera_id), config_subentry_id=camera_id)
+    """Add the entities ``make`` builds for each camera, under that camera's subentry, and
+    for every camera added later (without reloading the entry)."""
+
+    @callback
+    def add(camera_ids: Iterable[str]) -> None:
+        for camera_id in camera_ids:
+            if camera_id in entry.subentries:
+                async_add_entities(
+                    make(entry.runtime_data, camera_id), config_subentry_id=camera_id
+                )
+
+    add(camera_subentries(entry))
+    entry.async_on_unload(
+        async_dispatcher_connect(
+            entry.runtime_data.hass, SIGNAL_CAMERAS.format(entry.entry_id), add
+        )
+    )
 
 
 class UprFacesHubEntity(CoordinatorEntity[UprFacesCoordinator]):

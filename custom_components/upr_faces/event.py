@@ -7,8 +7,8 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .alert_log import AlertRecord
 from .coordinator import SIGNAL_ALERT, UprFacesConfigEntry, UprFacesCoordinator
+from .data import Alert
 from .entity import UprFacesCameraEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0
@@ -44,7 +44,7 @@ class UprAlertEvent(UprFacesCameraEntity, EventEntity):
         )
 
     @callback
-    def _handle_alert(self, record: AlertRecord) -> None:
+    def _handle_alert(self, record: Alert) -> None:
         if record.camera_id != self.camera_id or record.state != "pending":
             return
         self._trigger_event(

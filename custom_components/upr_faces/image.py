@@ -7,6 +7,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
+from .client import EngineError
 from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
 from .entity import UprFacesCameraEntity, add_camera_entities
 
@@ -46,16 +47,16 @@ class LastMatchImage(UprFacesCameraEntity, ImageEntity):
     def _update_from_data(self) -> None:
         camera = self.camera
         record = camera.last_match if camera else None
-        if record is None or not record.has_snapshot or record.match_id == self._match_id:
+        if record is None or not record.has_images or record.match_id == self._match_id:
             return
         self._match_id = record.match_id
         self._attr_image_last_updated = dt_util.parse_datetime(record.detected_at)
 
     async def async_image(self) -> bytes | None:
-        """The JPEG of the face, read off the event loop."""
+        """The JPEG of the face, from the engine."""
         if self._match_id is None:
             return None
-        path = self.coordinator.snapshot_path(self._match_id, "face")
-        return await self.hass.async_add_executor_job(
-            lambda: path.read_bytes() if path.is_file() else None
-        )
+        try:
+            return await self.coordinator.client.alert_image(self._match_id, "face")
+        except EngineError:
+            return None

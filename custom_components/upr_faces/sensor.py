@@ -17,12 +17,8 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import (
-    CameraData,
-    HubData,
-    UprFacesConfigEntry,
-    UprFacesCoordinator,
-)
+from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+from .data import CameraData, HubData
 from .entity import UprFacesCameraEntity, UprFacesHubEntity, add_camera_entities
 
 PARALLEL_UPDATES = 0

@@ -6,11 +6,13 @@ from typing import Any
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 
+from .client import EngineError
 from .const import DOMAIN
 from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
+from .data import Alert
 from .validation import vol
 
 ATTR_MATCH_ID = "match_id"
@@ -48,10 +50,15 @@ def _coordinator(hass: HomeAssistant, entry_id: str) -> UprFacesCoordinator:
     return coordinator
 
 
-def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
+async def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
+    """The entry whose engine has the alert."""
     for entry in _loaded_entries(hass):
-        if match_id in entry.runtime_data.log.alerts:
-            return entry.runtime_data
+        coordinator: UprFacesCoordinator = entry.runtime_data
+        try:
+            if await coordinator.client.alert(match_id) is not None:
+                return coordinator
+        except EngineError:
+            continue  # an engine that is down has none of the alerts one can decide now
     raise ServiceValidationError(
         translation_domain=DOMAIN,
         translation_key="unknown_match",
@@ -61,7 +68,7 @@ def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
 
 async def _verdict(call: ServiceCall, verdict: str) -> ServiceResponse:
     match_id = call.data[ATTR_MATCH_ID]
-    coordinator = _owner(call.hass, match_id)
+    coordinator = await _owner(call.hass, match_id)
     user_id = call.context.user_id
     user = await call.hass.auth.async_get_user(user_id) if user_id else None
     record = await coordinator.async_verdict(
@@ -90,8 +97,20 @@ async def _scan_usb(call: ServiceCall) -> ServiceResponse:
 
 async def _export_audit(call: ServiceCall) -> ServiceResponse:
     coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
-    entries: list[Any] = coordinator.log.export_audit(call.data.get(ATTR_SINCE))
-    alerts: list[Any] = [record.as_dict() for record in coordinator.log.alerts.values()]
+    since = call.data.get(ATTR_SINCE)
+    try:
+        entries: list[Any] = await coordinator.client.audit(
+            since.timestamp() if since is not None else None
+        )
+        alerts: list[Any] = [
+            Alert.from_engine(item).as_dict() for item in await coordinator.client.alerts(5000)
+        ]
+    except EngineError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="engine_unreachable",
+            translation_placeholders={"url": coordinator.client.url},
+        ) from err
     return {"audit": entries, "alerts": alerts}
 
 

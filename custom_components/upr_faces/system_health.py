@@ -1,4 +1,4 @@
-"""System health: streams, cameras, last detection, gallery size, registry reachability."""
+"""System health: the engine, streams, cameras, last detection, gallery, registry."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ async def system_health_info(hass: HomeAssistant) -> dict[str, Any]:
     data = [c.data for c in coordinators]
     detections = [d.last_detection for d in data if d.last_detection]
     reachable = [d.registry_reachable for d in data if d.registry_reachable is not None]
+    versions = sorted({str(c.info.get("version", "?")) for c in coordinators})
     return {
+        "engine_reachable": all(c.connected for c in coordinators) if coordinators else "-",
+        "engine_version": ", ".join(versions) or "-",
         "active_streams": sum(d.active_streams for d in data),
         "total_cameras": sum(len(d.cameras) for d in data),
         "last_detection": max(detections).isoformat() if detections else "-",

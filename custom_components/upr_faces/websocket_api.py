@@ -17,9 +17,10 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 
-from .alert_log import AlertRecord
+from .client import EngineError
 from .const import DOMAIN, SIGNED_URL_EXPIRY
 from .coordinator import SIGNAL_ALERT, UprFacesConfigEntry
+from .data import Alert
 from .validation import vol
 from .views import registry_photo_path, snapshot_path
 
@@ -38,9 +39,7 @@ def _entries(hass: HomeAssistant, entry_id: str | None) -> list[UprFacesConfigEn
     ]
 
 
-def alert_view(
-    hass: HomeAssistant, entry: UprFacesConfigEntry, record: AlertRecord
-) -> dict[str, Any]:
+def alert_view(hass: HomeAssistant, entry: UprFacesConfigEntry, record: Alert) -> dict[str, Any]:
     """An alert as the card shows it, with image paths signed for a few minutes."""
     coordinator = entry.runtime_data
     entry_id = entry.entry_id
@@ -53,10 +52,10 @@ def alert_view(
         "entry_id": entry_id,
         "camera_entity_id": coordinator.camera_entity_id(record.camera_id),
         "face_url": sign(snapshot_path(entry_id, record.match_id, "face"))
-        if record.has_snapshot
+        if record.has_images
         else None,
         "frame_url": sign(snapshot_path(entry_id, record.match_id, "frame"))
-        if record.has_snapshot
+        if record.has_images
         else None,
         "registry_photo_url": sign(registry_photo_path(entry_id, record.person_id)),
     }
@@ -76,21 +75,20 @@ async def ws_subscribe_alerts(
     """Send recent alerts, then every new alert and every verdict as they happen."""
     entry_id: str | None = msg.get("config_entry_id")
     entries = _entries(hass, entry_id)
-    alerts = sorted(
-        (
-            alert_view(hass, entry, record)
-            for entry in entries
-            for record in list(entry.runtime_data.log.alerts.values())
-        ),
-        key=lambda view: view["detected_at"],
-        reverse=True,
-    )[: msg["limit"]]
+    views = []
+    for entry in entries:
+        try:
+            recent = await entry.runtime_data.client.alerts(msg["limit"])
+        except EngineError:
+            continue  # an engine that is down shows nothing until it is back
+        views += [alert_view(hass, entry, Alert.from_engine(item)) for item in recent]
+    alerts = sorted(views, key=lambda view: view["detected_at"], reverse=True)[: msg["limit"]]
 
     unsubs = []
     for entry in entries:
 
         @callback
-        def forward(record: AlertRecord, entry: UprFacesConfigEntry = entry) -> None:
+        def forward(record: Alert, entry: UprFacesConfigEntry = entry) -> None:
             connection.send_message(
                 event_message(
                     msg["id"], {"type": "alert", "alert": alert_view(hass, entry, record)}

@@ -18,6 +18,10 @@ from custom_components.upr_faces.const import (
     CONF_API_KEY,
     CONF_API_URL,
     CONF_COOLDOWN,
+    CONF_ENGINE,
+    CONF_ENGINE_TOKEN,
+    CONF_ENGINE_URL,
+    CONF_ENGINE_VERIFY_SSL,
     CONF_GALLERY_DIR,
     CONF_GALLERY_SOURCE,
     CONF_MODEL_DIR,
@@ -27,6 +31,7 @@ from custom_components.upr_faces.const import (
     CONF_VERIFY_SSL,
     DEFAULT_OPTIONS,
     DOMAIN,
+    ENGINE_REMOTE,
     MODEL_PACK_CUSTOM,
     SOURCE_FOLDER,
     SOURCE_REGISTRY,
@@ -34,6 +39,7 @@ from custom_components.upr_faces.const import (
 )
 
 from ..conftest import LabelledPhoto
+from ..service.engine_process import EngineProcess
 from ..upr_server import UprServer
 
 SHOWN = ("deepface_C", "deepface_D")
@@ -90,12 +96,27 @@ def camera(source: Path | str, name: str = "Door") -> dict[str, Any]:
     }
 
 
-def registry_entry(registry: UprServer, test_pack: Path, clip: Path) -> MockConfigEntry:
+def engine_data(engine: EngineProcess) -> dict[str, Any]:
+    """What an entry on that engine process holds (an engine "elsewhere")."""
+    return {
+        CONF_ENGINE: ENGINE_REMOTE,
+        CONF_ENGINE_URL: engine.url,
+        CONF_ENGINE_TOKEN: engine.token,
+        CONF_ENGINE_VERIFY_SSL: True,
+    }
+
+
+def registry_entry(
+    registry: UprServer, test_pack: Path, clip: Path, engine: EngineProcess
+) -> MockConfigEntry:
+    """An entry on the registry, with one camera playing the clip, run by ``engine``."""
     return MockConfigEntry(
         domain=DOMAIN,
+        version=2,
         title="UPR registry (127.0.0.1)",
         unique_id=registry.url,
         data={
+            **engine_data(engine),
             CONF_GALLERY_SOURCE: SOURCE_REGISTRY,
             CONF_API_URL: registry.url,
             CONF_API_KEY: registry.key,
@@ -118,13 +139,17 @@ async def wait_for(predicate: Any, seconds: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
-def folder_entry(gallery: Path, test_pack: Path, *cameras: dict[str, Any]) -> MockConfigEntry:
-    """An entry on a local gallery folder."""
+def folder_entry(
+    gallery: Path, test_pack: Path, *cameras: dict[str, Any], engine: EngineProcess
+) -> MockConfigEntry:
+    """An entry on a local gallery folder, run by ``engine``."""
     return MockConfigEntry(
         domain=DOMAIN,
+        version=2,
         title="Local gallery",
         unique_id=f"folder:{gallery}",
         data={
+            **engine_data(engine),
             CONF_GALLERY_SOURCE: SOURCE_FOLDER,
             CONF_GALLERY_DIR: str(gallery),
             CONF_MODEL_PACK: MODEL_PACK_CUSTOM,

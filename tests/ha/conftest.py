@@ -10,9 +10,15 @@ pytest-homeassistant-custom-component) with:
   snapshots) never lands in the plugin's shared ``testing_config``;
 * ``upr_server``: a real UPR registry (``tests/upr_server.py``) on 127.0.0.1, key
   ``upr_server.key``, base URL ``upr_server.url``;
-* ``models_dir`` / ``installed_pack``: where official model packs live, and the shared
-  test pack installed there as :data:`INSTALLED_PACK` (a symbolic link), so an entry
-  with ``model_pack: INSTALLED_PACK`` finds its models without a download;
+* ``engine``: a real engine process (``upr-faces serve``, tests/service/engine_process.py)
+  on 127.0.0.1 with its own data folder, killed after the test; ``engine_data(engine)``
+  is what an entry on it holds;
+* ``embedded_python`` : the integration's embedded engine runs on this interpreter
+  (``UPR_FACES_ENGINE_PYTHON``) instead of an environment installed with pip; after the
+  test no engine process of it is left;
+* ``models_dir`` / ``installed_pack``: where the engine keeps official model packs, and
+  the shared test pack installed there as :data:`INSTALLED_PACK` (a symbolic link), so an
+  entry with ``model_pack: INSTALLED_PACK`` finds its models without a download;
 * ``mock_setup_entry``: the integration's ``async_setup_entry`` and
   ``async_unload_entry`` replaced, for tests of flows that create or reload an entry
   and check the flow, not the set-up;
@@ -25,19 +31,25 @@ pytest-homeassistant-custom-component) with:
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Final
 from unittest.mock import AsyncMock, patch
 
 import pytest
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant
 
 from custom_components.upr_faces.const import DOMAIN
+from custom_components.upr_faces.embedded import DATA_ENGINES, PYTHON_OVERRIDE
 
 from ..conftest import LabelledPhoto
+from ..service.engine_process import EngineProcess
 from ..streams import make_clip
 from ..upr_server import UprServer
 from .common import DEPRECATION, SHOWN, gallery_photos
@@ -118,9 +130,61 @@ async def upr_server(socket_enabled: None) -> AsyncIterator[UprServer]:
 
 
 @pytest.fixture
-def models_dir(hass: HomeAssistant, ha_config_dir: Path) -> Path:
-    """``<config>/upr_faces/models``: where official packs are looked for (may not exist)."""
-    return Path(hass.config.path(DOMAIN, "models"))
+def engines(socket_enabled: None, tmp_path: Path) -> Iterator[Callable[[str], EngineProcess]]:
+    """Start engine processes (``engines("name")``, data in ``tmp_path/name``); each is
+    killed after the test."""
+    made: list[EngineProcess] = []
+
+    def start(name: str) -> EngineProcess:
+        process = EngineProcess(tmp_path / name)
+        made.append(process)
+        process.start()
+        return process
+
+    yield start
+    for process in made:
+        process.kill()
+
+
+@pytest.fixture
+def engine(engines: Callable[[str], EngineProcess]) -> EngineProcess:
+    """A real engine process on an ephemeral port of 127.0.0.1, killed after the test."""
+    return engines("engine")
+
+
+@pytest.fixture
+async def embedded_python(
+    hass: HomeAssistant, socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[None]:
+    """The embedded engine runs on this interpreter (where the engine is importable).
+
+    After the test, Home Assistant's stop event is fired: an embedded engine process
+    still running after it fails the test (and is killed).
+    """
+    monkeypatch.setenv(PYTHON_OVERRIDE, sys.executable)
+    yield
+    started = [e.pid for e in hass.data.get(DATA_ENGINES, {}).values() if e.pid is not None]
+    # Home Assistant stops: every embedded engine stops with it
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STOP)
+    await hass.async_block_till_done()
+    alive = [pid for pid in started if _alive(pid)]
+    for pid in alive:
+        os.killpg(pid, signal.SIGKILL)
+    assert not alive, f"embedded engine processes left running: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def models_dir(engine: EngineProcess) -> Path:
+    """Where the engine keeps official packs (may not exist yet)."""
+    return engine.data / "models"
 
 
 @pytest.fixture

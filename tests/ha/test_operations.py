@@ -1,15 +1,19 @@
-"""Day-to-day operations in the real core: views, services, repairs, retention, removal."""
+"""Day-to-day operations in the real core on a real engine: views, services, repairs,
+system health, the logbook, options, devices, removal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 from homeassistant.components.camera import async_get_image
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.core import HomeAssistant
@@ -37,10 +41,10 @@ from custom_components.upr_faces.const import (
     EVENT_MATCH,
     SUBENTRY_CAMERA,
 )
-from custom_components.upr_faces.coordinator import storage_folder
 from custom_components.upr_faces.logbook import async_describe_events
 
 from ..conftest import LabelledPhoto
+from ..service.engine_process import EngineClient, EngineProcess
 from ..streams import closed_port
 from ..upr_server import UprServer
 from .common import camera, find_device, folder_entry, make_gallery, registry_entry, wait_for
@@ -56,7 +60,7 @@ async def test_folder_entry_operations(
     hass: HomeAssistant,
     http: None,
     hass_client: ClientSessionGenerator,
-    socket_enabled: None,
+    engine: EngineProcess,
     test_pack: Path,
     clip: Path,
     labelled_photos: list[LabelledPhoto],
@@ -64,7 +68,7 @@ async def test_folder_entry_operations(
 ) -> None:
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
     dead = f"rtsp://viewer:s3cret@127.0.0.1:{closed_port()}/cam"
-    entry = folder_entry(gallery, test_pack, camera(clip), camera(dead, "Gate"))
+    entry = folder_entry(gallery, test_pack, camera(clip), camera(dead, "Gate"), engine=engine)
     entry.add_to_hass(hass)
     # a device of a camera removed while Home Assistant was down
     stale = dr.async_get(hass).async_get_or_create(
@@ -115,7 +119,10 @@ async def test_folder_entry_operations(
         blocking=True,
         return_response=True,
     )
-    assert found == {"cameras": coordinator.usb_found}
+    async with EngineClient(engine) as api:
+        status, scanned = await api.request("POST", "/usb/scan", {})
+    assert status == 200
+    assert found == scanned  # the engine's host: this machine, whatever USB cameras it has
     await hass.services.async_call(
         DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
     )
@@ -149,6 +156,8 @@ async def test_folder_entry_operations(
     assert info["gallery_size"] == 6
     assert info["registry_reachable"] == "-"
     assert info["last_detection"] != "-"
+    assert info["engine_reachable"] is True
+    assert info["engine_version"] == (await _engine_info(engine))["version"]
 
     # the logbook describes audit events
     described: dict[str, Any] = {}
@@ -158,7 +167,7 @@ async def test_folder_entry_operations(
 
     async_describe_events(hass, describe)
     audit_events = async_capture_events(hass, EVENT_AUDIT)
-    await coordinator.async_audit("camera_stopped", None, camera="Gate")
+    await coordinator.async_audit_action("camera_stopped", None, camera="Gate")
     line = described[EVENT_AUDIT](audit_events[-1])
     assert line == {"name": "UPR Faces", "message": "stopped watching Gate"}
 
@@ -179,16 +188,6 @@ async def test_folder_entry_operations(
     await coordinator._async_tick(dt_util.utcnow())
     assert issues.async_get_issue(DOMAIN, f"camera_offline_{gate_id}") is None
 
-    # retention: old alerts go, with their images
-    old = coordinator.log.alerts[record["match_id"]]
-    old.detected_at = (dt_util.utcnow() - timedelta(days=31)).isoformat()
-    face = coordinator.snapshot_path(record["match_id"], "face")
-    assert face.is_file()
-    await coordinator._async_tick(dt_util.utcnow())
-    await hass.async_block_till_done()
-    assert record["match_id"] not in coordinator.log.alerts
-    assert not face.exists()
-
     # devices: only a camera that is gone may be deleted by hand
     registry = dr.async_get(hass)
     door_device = find_device(hass, entry.entry_id, f"{entry.entry_id}_{door_id}")
@@ -199,47 +198,87 @@ async def test_folder_entry_operations(
     )
     assert await async_remove_config_entry_device(hass, entry, gone)
 
-    # an option change is audited and reloads the entry
+    # an option change is pushed to the engine (no reload) and audited there
     hass.config_entries.async_update_entry(entry, options={**entry.options, CONF_COOLDOWN: 120})
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    changed = [a for a in entry.runtime_data.log.audit if a.action == "options_changed"]
-    assert changed[-1].details == {CONF_COOLDOWN: 120}
-    assert entry.runtime_data.options[CONF_COOLDOWN] == 120
+    assert entry.runtime_data is coordinator
+    async with EngineClient(engine) as api:
+        _status, config = await api.get("/config")
+        _status, trail = await api.get("/audit")
+    assert config["options"]["cooldown"] == 120
+    changed = [a for a in trail["audit"] if a["action"] == "options_changed"]
+    assert changed[-1]["details"] == {CONF_COOLDOWN: 120}
 
-    # removing the entry deletes what it kept on disk
-    folder = storage_folder(hass, entry.entry_id)
-    assert folder.is_dir()
+    # removing an entry on an engine elsewhere leaves that engine alone
     assert await hass.config_entries.async_remove(entry.entry_id)
     await hass.async_block_till_done()
-    assert not folder.exists()
+    assert engine.running
+    assert not hass_storage_keys(hass, entry.entry_id)
+
+
+def hass_storage_keys(hass: HomeAssistant, entry_id: str) -> list[str]:
+    """What Home Assistant's storage still holds for an entry."""
+    from homeassistant.helpers.storage import STORAGE_DIR
+
+    folder = Path(hass.config.path(STORAGE_DIR))
+    if not folder.is_dir():
+        return []
+    return [path.name for path in folder.iterdir() if entry_id in path.name]
+
+
+async def _engine_info(engine: EngineProcess) -> dict[str, Any]:
+    async with EngineClient(engine) as api:
+        return await api.info()
 
 
 async def test_model_pack_missing(
-    hass: HomeAssistant, test_pack: Path, labelled_photos: list[LabelledPhoto], tmp_path: Path
+    hass: HomeAssistant,
+    engine: EngineProcess,
+    test_pack: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
 ) -> None:
-    """No models: set-up retries, and a repair issue says which folder to fill."""
+    """No models: the engine says so, and a repair issue says which folder to fill."""
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
-    entry = folder_entry(gallery, test_pack)
+    entry = folder_entry(gallery, test_pack, engine=engine)
     entry.add_to_hass(hass)
     empty = tmp_path / "no_models"
     empty.mkdir()
     hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_MODEL_DIR: str(empty)})
-    assert not await hass.config_entries.async_setup(entry.entry_id)
-    assert entry.state is ConfigEntryState.SETUP_RETRY
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await entry.runtime_data._async_tick(dt_util.utcnow())
     issue = ir.async_get(hass).async_get_issue(DOMAIN, f"model_pack_missing_{entry.entry_id}")
     assert issue is not None
     assert issue.translation_key == "model_folder_invalid"
     assert issue.translation_placeholders["folder"] == str(empty)
+    # models put in place: a reload clears it
+    hass.config_entries.async_update_entry(
+        entry, data={**entry.data, CONF_MODEL_DIR: str(test_pack)}
+    )
+    await hass.async_block_till_done()
+    await entry.runtime_data._async_tick(dt_util.utcnow())
+    assert (
+        ir.async_get(hass).async_get_issue(DOMAIN, f"model_pack_missing_{entry.entry_id}") is None
+    )
+    assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_registry_outage_and_recovery(
-    hass: HomeAssistant, http: None, registry: UprServer, test_pack: Path, clip: Path
+    hass: HomeAssistant,
+    http: None,
+    registry: UprServer,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
 ) -> None:
-    entry = registry_entry(registry, test_pack, clip)
+    """The engine reports the registry down; an hour later, repair issues for it and the
+    stale gallery; they go once it answers; a refused key starts re-authentication."""
+    entry = registry_entry(registry, test_pack, clip, engine)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     coordinator = entry.runtime_data
+    await wait_for(lambda: coordinator.data.gallery_size == 6, 30)
     issues = ir.async_get(hass)
     await registry.stop()
     with pytest.raises(HomeAssistantError) as err:
@@ -247,19 +286,21 @@ async def test_registry_outage_and_recovery(
             DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
         )
     assert err.value.translation_key == "cannot_connect"
-    assert coordinator._snapshot().registry_reachable is False
-    # an hour later: repair issues for the registry and the stale gallery
-    coordinator._registry_down_since = time.time() - 3601
-    assert coordinator.sync is not None
-    assert coordinator.sync.gallery is not None
-    coordinator.sync.gallery.synced_at = time.time() - 3601
-    await coordinator._async_tick(dt_util.utcnow())
-    assert issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}") is not None
+    assert coordinator.data.registry_reachable is False
+    coordinator._check_repairs()
+    assert issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}") is None
+    with freeze_time(dt_util.utcnow() + timedelta(hours=1, minutes=1)):
+        coordinator._check_repairs()
+    issue = issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}")
+    assert issue is not None
+    assert issue.translation_placeholders["url"] == registry.url
     assert issues.async_get_issue(DOMAIN, f"gallery_stale_{entry.entry_id}") is not None
-    # the registry comes back: a periodic sync clears both
+    # the registry comes back: a sync clears both
     await registry.start()
-    await coordinator._async_periodic_sync(dt_util.utcnow())
-    await coordinator._async_tick(dt_util.utcnow())
+    await hass.services.async_call(
+        DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
+    )
+    coordinator._check_repairs()
     assert issues.async_get_issue(DOMAIN, f"registry_unreachable_{entry.entry_id}") is None
     assert issues.async_get_issue(DOMAIN, f"gallery_stale_{entry.entry_id}") is None
     assert coordinator.data.registry_reachable is True
@@ -291,7 +332,7 @@ async def test_alert_feed_over_websocket(
     hass: HomeAssistant,
     http: None,
     hass_ws_client: Any,
-    socket_enabled: None,
+    engine: EngineProcess,
     test_pack: Path,
     clip: Path,
     labelled_photos: list[LabelledPhoto],
@@ -300,9 +341,10 @@ async def test_alert_feed_over_websocket(
     """The card's feed: a snapshot, then each new alert and each verdict, signed URLs.
 
     The camera is added only once the feed is subscribed, so no alert can come before the
-    snapshot however slow the machine (adding it reloads the entry; the feed stays on)."""
+    snapshot however slow the machine (adding it changes that camera only; the feed stays
+    on)."""
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
-    entry = folder_entry(gallery, test_pack)
+    entry = folder_entry(gallery, test_pack, engine=engine)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     client = await hass_ws_client(hass)
@@ -354,36 +396,50 @@ async def test_card_is_served(
     assert "upr-alerts-card" in await response.text()
 
 
-async def test_cooldown_survives_reload(
+async def test_a_new_camera_changes_that_camera_only(
     hass: HomeAssistant,
-    socket_enabled: None,
+    engine: EngineProcess,
     test_pack: Path,
     clip: Path,
     labelled_photos: list[LabelledPhoto],
     tmp_path: Path,
 ) -> None:
-    """Adding a camera reloads the entry: persons just alerted are not alerted again."""
+    """Adding a camera subentry starts that camera in the engine, adds its entities, and
+    reloads nothing: the running camera keeps its stream and its cooldown (no alert for a
+    person just alerted), the gallery is not synced again."""
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
-    entry = folder_entry(gallery, test_pack, camera(clip))
+    entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
     entry.add_to_hass(hass)
     events = async_capture_events(hass, EVENT_MATCH)
     assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator = entry.runtime_data
     await wait_for(lambda: len(events) >= 1, 40)
     await hass.async_block_till_done()
+    (door_id,) = entry.subentries
+    before = await _engine_info(engine)
+    door_before = next(c for c in before["cameras"] if c["id"] == door_id)
+    second = camera(tmp_path / "hall.mp4", "Hall")
+    hass.config_entries.async_add_subentry(
+        entry, ConfigSubentry(**{**second, "data": MappingProxyType(second["data"])})
+    )
+    await hass.async_block_till_done()
+    assert entry.runtime_data is coordinator  # not reloaded
+    assert hass.states.get("camera.hall") is not None
+    after = await _engine_info(engine)
+    door_after = next(c for c in after["cameras"] if c["id"] == door_id)
+    assert door_after["started_at"] == door_before["started_at"]  # not restarted
+    assert after["gallery"]["synced_at"] == before["gallery"]["synced_at"]
+    assert len({c["id"] for c in after["cameras"]}) == 2
     person = events[0].data["person_id"]
-    assert await hass.config_entries.async_reload(entry.entry_id)
-    (camera_id,) = entry.subentries
-    worker = entry.runtime_data.pipeline.camera(camera_id)
-    assert worker is not None
-    assert not worker.cooldown.allow(camera_id, person, "match", 1, time.monotonic())
-    assert worker.cooldown.allow(camera_id, "someone_else", "match", 1, time.monotonic())
+    await asyncio.sleep(3)  # the clip loops: the same persons are seen again
+    assert [e.data["person_id"] for e in events].count(person) == 1
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_devices_of_two_galleries(
     hass: HomeAssistant,
-    socket_enabled: None,
     upr_server: UprServer,
+    engines: Callable[[str], EngineProcess],
     test_pack: Path,
     tmp_path: Path,
 ) -> None:
@@ -391,10 +447,11 @@ async def test_devices_of_two_galleries(
     entities get ``_2`` ids), with the integration's version, the pack and a link to the
     registry; a camera's device hangs off its hub, links to an HTTP camera's page without
     credentials, and is the only device of its subentry."""
-    folder = folder_entry(tmp_path / "gallery", test_pack)
+    folder = folder_entry(tmp_path / "gallery", test_pack, engine=engines("first"))
     folder.add_to_hass(hass)
     assert await hass.config_entries.async_setup(folder.entry_id)
-    online = registry_entry(upr_server, test_pack, tmp_path / "door.mp4")
+    second = engines("second")  # one engine per entry
+    online = registry_entry(upr_server, test_pack, tmp_path / "door.mp4", second)
     online.add_to_hass(hass)
     hass.config_entries.async_update_entry(online, title="Registre de Lyon")
     hass.config_entries.async_add_subentry(
