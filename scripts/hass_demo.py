@@ -38,6 +38,11 @@ http:
   server_port: {port}
 """
 
+MEDIA_BLOCK = """\
+  media_dirs:
+    local: {folder}
+"""
+
 CONFIGURATION = """\
 homeassistant:
   name: UPR Faces demo
@@ -47,7 +52,7 @@ homeassistant:
   language: {language}
   currency: EUR
   internal_url: http://127.0.0.1:{port}
-{http}frontend:
+{media}{http}frontend:
 config:
 api:
 logbook:
@@ -101,15 +106,27 @@ def free_port() -> int:
 
 
 def write_config(
-    config_dir: Path, port: int, language: str = "en", integration: Path | None = None
+    config_dir: Path,
+    port: int,
+    language: str = "en",
+    integration: Path | None = None,
+    media: Path | None = None,
 ) -> None:
     """A minimal configuration: no integration that needs the internet or extra packages.
 
     ``integration`` is the UPR Faces folder to link in (this checkout's by default; the
-    benches compare another version's)."""
+    benches compare another version's). ``media`` is a media folder of Home Assistant's
+    (where the engine may read clips; by default ``media`` in the configuration folder)."""
     config_dir.mkdir(parents=True, exist_ok=True)
+    folder = media or config_dir / "media"
+    folder.mkdir(parents=True, exist_ok=True)
     (config_dir / "configuration.yaml").write_text(
-        CONFIGURATION.format(port=port, language=language, http=HTTP_BLOCK.format(port=port)),
+        CONFIGURATION.format(
+            port=port,
+            language=language,
+            media=MEDIA_BLOCK.format(folder=json.dumps(str(folder))),
+            http=HTTP_BLOCK.format(port=port),
+        ),
         encoding="utf-8",
     )
     target = config_dir / "custom_components" / "upr_faces"
@@ -206,9 +223,9 @@ async def keep_http_config(hass: Hass, token: str, language: str) -> None:
             return
         raise
     port = int(hass.base_url.rsplit(":", 1)[1])
-    (hass.config_dir / "configuration.yaml").write_text(
-        CONFIGURATION.format(port=port, language=language, http=""), encoding="utf-8"
-    )
+    path = hass.config_dir / "configuration.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace(HTTP_BLOCK.format(port=port), ""), encoding="utf-8")
 
 
 async def save_dashboard(base_url: str, token: str, url_path: str, config: dict[str, Any]) -> str:
@@ -400,7 +417,7 @@ async def run_demo(port: int, models: Path, faces: Path, config_dir: Path, langu
     """Start the demo and keep it running until interrupted."""
     if config_dir.exists():
         shutil.rmtree(config_dir)
-    media = config_dir / "upr_faces_demo"
+    media = config_dir / "media" / "upr_faces_demo"
     media.mkdir(parents=True)
     print("demo: building the gallery and the camera clip…", file=sys.stderr)
     gallery, clip = build_demo_media(faces, media)

@@ -28,10 +28,13 @@ from upr_faces_engine.sources import (
     SourceKind,
     SourceState,
     UsbCamera,
+    canonical_source,
     mask_text,
     mask_url,
     parse_source,
     scan_usb,
+    split_credentials,
+    unmask_source,
     usb,
 )
 from upr_faces_engine.sources.stream import decode_jpeg
@@ -164,6 +167,10 @@ def test_parse_source_accepts(text: str, kind: SourceKind, device: int | str | N
         ("rtsp:///nohost", "no host"),
         ("http://u:secret@cam:99999/x", "bad camera address"),
         ("file://", "needs a path"),
+        ("/dev/sda", "not a video device"),
+        ("/dev/v4l/../sda", "not a video device"),
+        ("rtsp://cam/a\nb", "control characters"),
+        ("rtsp://cam/a\x00b", "control characters"),
     ],
 )
 def test_parse_source_rejects(text: str, message: str) -> None:
@@ -188,6 +195,90 @@ def test_mask_url() -> None:
     camera = CameraSource(spec)
     assert "hunter2" not in repr(camera) + str(camera) + camera.name
     assert camera.state is SourceState.STOPPED
+
+
+@pytest.mark.parametrize(
+    ("typed", "password", "host", "canonical"),
+    [
+        ("rtsp://admin:pa#ss@cam:554/s1", "pa#ss", "cam", "rtsp://admin:pa%23ss@cam:554/s1"),
+        ("rtsp://admin:pa/ss@cam/s1", "pa/ss", "cam", "rtsp://admin:pa%2Fss@cam/s1"),
+        ("http://admin:pa?ss@10.0.0.2/v", "pa?ss", "10.0.0.2", "http://admin:pa%3Fss@10.0.0.2/v"),
+        ("rtsp://admin:p@ss@cam/s1", "p@ss", "cam", "rtsp://admin:p%40ss@cam/s1"),
+        ("rtsp://admin:p%40ss@cam/s1", "p%40ss", "cam", "rtsp://admin:p%40ss@cam/s1"),
+        ("rtsps://u:100%@[::1]:322/s", "100%", "[::1]", "rtsps://u:100%25@[::1]:322/s"),
+        ("rtsp://cam/path@with-at", None, None, "rtsp://cam/path@with-at"),
+    ],
+)
+def test_credentials_are_taken_out_first(
+    typed: str, password: str | None, host: str | None, canonical: str
+) -> None:
+    """Passwords are typed as they are: ``#``, ``/``, ``?`` and ``@`` stay in the password,
+    are stored percent-encoded and are never shown, in either form."""
+    found = split_credentials(typed)
+    if password is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.password == password
+        assert found.rest.startswith(str(host))
+    assert canonical_source(typed) == canonical
+    spec = parse_source(typed)
+    assert spec.url == canonical
+    if password is not None:
+        for shown in (mask_url(typed), mask_url(canonical), spec.masked, repr(spec)):
+            assert ":***@" in shown
+            assert password not in shown.replace(":***@", "")
+        text = f"cannot open {typed} ({canonical}): {password} refused"
+        assert password not in mask_text(text, typed)
+
+
+def test_no_password_shows_whatever_it_holds() -> None:
+    """The fuzz of the fault-injection run: passwords of printable characters, the URL
+    characters among them, in RTSP and HTTP sources: none is ever shown."""
+    import random
+
+    rng = random.Random(1234)
+    alphabet = "abcXYZ019#/?@:%&=+ !$'()*,;[]~-._"
+    leaked = []
+    for case in range(3000):
+        password = "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 16)))
+        password = "Z" + password.replace("***", "**") + "9"  # not the mask itself
+        scheme = ("rtsp", "rtsps", "http", "https")[case % 4]
+        typed = f"{scheme}://viewer:{password}@cam{case}.example:554/stream?x=1"
+        shown = [mask_url(typed), mask_text(f"error {typed} {password}", typed)]
+        try:
+            spec = parse_source(typed)
+        except InvalidSourceError as err:
+            shown.append(str(err))
+        else:
+            shown += [spec.masked, repr(spec), mask_url(spec.url)]
+            assert split_credentials(spec.url) is not None
+        if any(password in text for text in shown):
+            leaked.append(typed)
+    assert leaked == []
+
+
+def test_a_stored_password_never_goes_to_another_host() -> None:
+    """``***`` left in place keeps the stored secret on the same scheme, host and port
+    only; pointed elsewhere, the mask stays (and the source is refused)."""
+    stored = "rtsp://admin:s3cret@cam1.lan:554/s1?token=t0k"
+    assert unmask_source("rtsp://admin:***@cam1.lan:554/s1?token=***", stored) == stored
+    assert (
+        unmask_source("rtsp://admin:***@cam1.lan:554/s2?token=***", stored)
+        == "rtsp://admin:s3cret@cam1.lan:554/s2?token=t0k"
+    )
+    for elsewhere in (
+        "rtsp://admin:***@evil.example:554/s1",
+        "rtsp://admin:***@cam1.lan:8554/s1",
+        "rtsps://admin:***@cam1.lan:554/s1",
+        "http://admin:***@cam1.lan:554/s1",
+    ):
+        result = unmask_source(elsewhere, stored)
+        assert "s3cret" not in result, elsewhere
+        assert "t0k" not in result, elsewhere
+    assert unmask_source("rtsp://admin:***@cam1.lan:554/x", "rtsp://admin:p#w@cam1.lan:554/s") == (
+        "rtsp://admin:p%23w@cam1.lan:554/x"
+    )
 
 
 def test_options_validated() -> None:

@@ -234,6 +234,9 @@ class EmbeddedEngine:
         await self.hass.async_add_executor_job(lambda: self.data.mkdir(parents=True, exist_ok=True))
         env = {key: value for key, value in os.environ.items() if key != PYTHON_OVERRIDE}
         env["PYTHONUNBUFFERED"] = "1"
+        media = [
+            arg for folder in self.hass.config.media_dirs.values() for arg in ("--media", folder)
+        ]
         return await asyncio.create_subprocess_exec(
             str(python),
             "-m",
@@ -245,6 +248,7 @@ class EmbeddedEngine:
             "127.0.0.1",
             "--port",
             "0",
+            *media,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,

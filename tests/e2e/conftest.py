@@ -386,7 +386,7 @@ def upr_stack(
         )
         port = free_port()
         config_dir = work / "config"
-        hass_demo.write_config(config_dir, port, "en")
+        hass_demo.write_config(config_dir, port, "en", media=work)
         hass = hass_demo.start_hass(config_dir, port)
         base_url = hass.base_url
         run_async(lambda: hass_demo.wait_until_up(hass, 150), timeout=160)

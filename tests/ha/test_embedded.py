@@ -414,6 +414,7 @@ async def test_an_entry_of_the_previous_version_moves_to_the_embedded_engine(
     and monitoring flags (Home Assistant's storage), its outbox, alert images and
     embedding cache (its folder) are in the engine afterwards, and nothing is lost: the
     alert that was waiting for the registry reaches it."""
+    hass.config.media_dirs = {"clips": str(clip.parent)}  # where the engine may read clips
     assert await async_setup_component(hass, "http", {})
     entry = MockConfigEntry(
         domain=DOMAIN,

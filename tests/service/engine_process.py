@@ -19,6 +19,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,6 +71,8 @@ class EngineProcess:
                     str(self.data),
                     "--port",
                     str(self.port),
+                    # the tests' clips lie in pytest's folders
+                    *(() if "--media" in self.extra else ("--media", tempfile.gettempdir())),
                     *self.extra,
                 ],
                 stdout=subprocess.PIPE,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import ssl
 import stat
 import subprocess
@@ -221,6 +222,16 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("unknown camera field", _cameras(_cam(zoom=2)), "cameras[0].zoom"),
     ("camera threshold", _cameras(_cam(match_threshold=7)), "cameras[0].match_threshold"),
     ("relative clip", _cameras(_cam(source="file://clip.mp4")), "cameras[0].source"),
+    ("a system file", _cameras(_cam(source="file:///etc/passwd")), "cameras[0].source"),
+    ("a disk", _cameras(_cam(source="/dev/sda")), "cameras[0].source"),
+    ("memory", _cameras(_cam(source="/dev/mem")), "cameras[0].source"),
+    ("NUL in a source", _cameras(_cam(source="rtsp://h/a\x00b")), "cameras[0].source"),
+    (
+        "a non-finite threshold",
+        _with("options.match_threshold", math.nan),
+        "options.match_threshold",
+    ),
+    ("infinite retention", _with("options.retention_days", math.inf), "options.retention_days"),
     ("too many cameras", _cameras(*[_cam(id=f"c{i}") for i in range(65)]), "cameras"),
     ("gallery source", _with("gallery", {"source": "ftp"}), "gallery.source"),
     (
@@ -276,6 +287,48 @@ async def test_bad_configuration_is_refused_and_changes_nothing(
         c["started_at"] for c in info_before["cameras"]
     ]
     assert "Traceback" not in engine.log_text()
+
+
+async def test_clips_only_from_media_folders(
+    engines: Engines, gallery: Path, clip: Path, tmp_path: Path
+) -> None:
+    """With ``--media DIR``, a recorded clip is a camera only inside DIR: a clip elsewhere,
+    a link from DIR to a system file and a ``..`` way out are refused, in the pushed
+    configuration and in what the forms check and test."""
+    media = tmp_path / "media"
+    media.mkdir()
+    inside = media / "door.mp4"
+    inside.write_bytes(clip.read_bytes())
+    (media / "passwd.mp4").symlink_to("/etc/passwd")
+    refused_sources = [
+        f"file://{clip}",  # a real clip, outside the media folder
+        f"file://{media}/passwd.mp4",
+        f"file://{media}/../../../../etc/passwd",
+        "file:///etc/passwd",
+    ]
+    engine = engines(extra=("--media", str(media)))
+    with engine:
+        async with EngineClient(engine) as api:
+            await api.put_config(folder_config(gallery, camera("door", inside)))
+            configs, checks, tests = [], [], []
+            for source in refused_sources:
+                body = folder_config(gallery, {"id": "x", "name": "X", "source": source})
+                configs.append(await api.request("PUT", "/config", body))
+                checks.append(await api.request("POST", "/sources/check", {"source": source}))
+                tests.append(await api.request("POST", "/sources/test", {"source": source}))
+            _, accepted = await api.request(
+                "POST", "/sources/check", {"source": f"file://{inside}"}
+            )
+            info = await api.info()
+    for (status, answer), source in zip(configs, refused_sources, strict=True):
+        assert status == 400, source
+        assert answer["error"]["placeholders"]["field"] == "cameras[0].source", source
+        assert "media folder" in answer["error"]["placeholders"]["problem"], source
+    for (_, check), (_, test) in zip(checks, tests, strict=True):
+        assert (check["ok"], check["error"]["code"]) == (False, "invalid_source")
+        assert (test["ok"], test["error"]["code"]) == (False, "invalid_source")
+    assert (accepted["ok"], accepted["kind"]) == (True, "file")
+    assert [c["id"] for c in info["cameras"]] == ["door"]  # the good configuration stayed
 
 
 # ----------------------------------------------------------------------------- events

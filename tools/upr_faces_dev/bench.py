@@ -280,7 +280,10 @@ def run_service_bench(
 
     with tempfile.TemporaryDirectory() as data:
         process = subprocess.Popen(
-            [sys.executable, "-m", "upr_faces_engine", "serve", "--data", data, "--port", "0"],
+            [
+                *(sys.executable, "-m", "upr_faces_engine", "serve", "--data", data),
+                *("--port", "0", "--media", str(clip.resolve().parent)),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )

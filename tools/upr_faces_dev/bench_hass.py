@@ -91,7 +91,7 @@ async def _run(
         gallery, clip = hass_demo.build_demo_media(faces, work / "media")
         config = work / "config"
         port = hass_demo.free_port()
-        hass_demo.write_config(config, port, "en", integration)
+        hass_demo.write_config(config, port, "en", integration, media=work / "media")
         hass = hass_demo.start_hass(config, port)
         try:
             await hass_demo.wait_until_up(hass)

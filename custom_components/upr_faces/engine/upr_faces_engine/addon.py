@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         token_file=None,
         certfile=ssl_folder / options["certfile"] if options["ssl"] else None,
         keyfile=ssl_folder / options["keyfile"] if options["ssl"] else None,
+        media=None,  # the add-on's /media and /share (read-only) and /data/media
     )
     return run(args, on_listening=announce)
 

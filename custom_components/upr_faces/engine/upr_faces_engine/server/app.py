@@ -140,7 +140,7 @@ class Api:
         return web.json_response(config.as_dict(masked=True) if config else None)
 
     async def put_config(self, request: web.Request) -> web.Response:
-        config = parse_config(await _body(request))
+        config = parse_config(await _body(request), self.engine.media)
         return web.json_response(await self.engine.apply(config))
 
     # --------------------------------------------------------------- cameras

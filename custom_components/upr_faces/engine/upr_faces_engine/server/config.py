@@ -9,10 +9,11 @@ before anything changes. Paths are the engine host's.
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -273,19 +274,31 @@ def _models(raw: Any) -> ModelsConfig:
     return ModelsConfig(pack)
 
 
-def check_source(value: Any, where: str) -> str:
-    """A camera source string the engine can read, or a ConfigError."""
+def under_media(path: Path, media: Sequence[Path]) -> bool:
+    """Whether ``path``, links and ``..`` resolved, lies in one of the ``media`` folders."""
+    resolved = Path(os.path.realpath(path))
+    return any(resolved.is_relative_to(os.path.realpath(folder)) for folder in media)
+
+
+def check_source(value: Any, where: str, media: Sequence[Path]) -> str:
+    """A camera source string the engine can read, or a ConfigError. A recorded clip
+    (``file://``) must lie in one of the ``media`` folders (the engine's --media)."""
     text = _text(value, where).strip()
     try:
         spec = parse_source(text)
     except InvalidSourceError as err:
         raise ConfigError(where, str(err)) from err
-    if spec.kind is SourceKind.FILE and not PurePosixPath(str(spec.path)).is_absolute():
-        raise ConfigError(where, "a clip must be given by its absolute path")
-    return text
+    if spec.kind is SourceKind.FILE:
+        assert spec.path is not None
+        if not PurePosixPath(str(spec.path)).is_absolute():
+            raise ConfigError(where, "a clip must be given by its absolute path")
+        if not under_media(spec.path, media):
+            folders = ", ".join(str(folder) for folder in media) or "none"
+            raise ConfigError(where, f"a clip must lie in a media folder ({folders})")
+    return spec.url  # credentials percent-encoded
 
 
-def _camera(raw: Any, index: int, options: Options) -> CameraConfig:
+def _camera(raw: Any, index: int, options: Options, media: Sequence[Path]) -> CameraConfig:
     where = f"cameras[{index}]"
     data = _object(raw, where, set(CameraConfig.__dataclass_fields__), {"id", "name", "source"})
     camera_id = _text(data["id"], f"{where}.id", limit=64)
@@ -302,14 +315,15 @@ def _camera(raw: Any, index: int, options: Options) -> CameraConfig:
     return CameraConfig(
         id=camera_id,
         name=_text(data["name"], f"{where}.name", limit=MAX_NAME).strip(),
-        source=check_source(data["source"], f"{where}.source"),
+        source=check_source(data["source"], f"{where}.source", media),
         match_threshold=thresholds["match_threshold"],
         probable_threshold=thresholds["probable_threshold"],
     )
 
 
-def parse_config(raw: Any) -> EngineConfig:
-    """The configuration in ``raw`` (decoded JSON), or a ConfigError about its first fault."""
+def parse_config(raw: Any, media: Sequence[Path]) -> EngineConfig:
+    """The configuration in ``raw`` (decoded JSON), or a ConfigError about its first fault;
+    ``media``: the folders recorded clips may be read from."""
     data = _object(raw, "", {"gallery", "models", "options", "cameras"}, {"gallery", "models"})
     options = _options(data.get("options", {}))
     cameras_raw = data.get("cameras", [])
@@ -317,7 +331,7 @@ def parse_config(raw: Any) -> EngineConfig:
         raise ConfigError("cameras", "must be a list")
     if len(cameras_raw) > MAX_CAMERAS:
         raise ConfigError("cameras", f"more than {MAX_CAMERAS} cameras")
-    cameras = tuple(_camera(item, index, options) for index, item in enumerate(cameras_raw))
+    cameras = tuple(_camera(item, index, options, media) for index, item in enumerate(cameras_raw))
     seen: set[str] = set()
     for index, camera in enumerate(cameras):
         if camera.id in seen:

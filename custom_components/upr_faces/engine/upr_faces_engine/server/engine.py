@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,14 @@ MAX_SYNC_BACKOFF: Final = 300.0
 HOUSEKEEPING_INTERVAL: Final = 3600.0
 PHOTO_CACHE_SIZE: Final = 64
 TEST_TIMEOUT: Final = 10.0
+DEFAULT_MEDIA: Final = (Path("/media"), Path("/share"))
+
+
+def default_media(data: Path) -> tuple[Path, ...]:
+    """The folders clips may be read from when ``serve`` is given no --media: Home
+    Assistant OS's /media and /share, and the data folder's ``media``."""
+    return (*DEFAULT_MEDIA, data / "media")
+
 
 type Verdict = Literal["confirmed", "rejected"]
 
@@ -143,8 +151,9 @@ class _Download:
 class Engine:
     """See the module docstring. Create it, ``await start()``, ``await stop()``."""
 
-    def __init__(self, data: Path, *, version: str) -> None:
+    def __init__(self, data: Path, *, version: str, media: Sequence[Path] | None = None) -> None:
         self.data = data
+        self.media: tuple[Path, ...] = tuple(media) if media is not None else default_media(data)
         self.version = version
         self.store = Store(data)
         self.config: EngineConfig | None = None
@@ -239,7 +248,7 @@ class Engine:
         if not path.is_file():
             return None
         try:
-            return parse_config(json.loads(path.read_text(encoding="utf-8")))
+            return parse_config(json.loads(path.read_text(encoding="utf-8")), self.media)
         except (OSError, ValueError, UprFacesError) as err:
             _LOGGER.error("Ignoring the saved configuration %s: %s", path, err)
             return None
@@ -906,7 +915,7 @@ class Engine:
         if "***" in text:
             return {**_invalid_source("a masked secret hides nothing known"), "masked": text}
         try:
-            checked = check_source(text, "source")
+            checked = check_source(text, "source", self.media)
             spec = parse_source(checked)
         except UprFacesError as err:
             return {**_invalid_source(str(err)), "masked": mask_url(text)}
@@ -995,7 +1004,7 @@ class Engine:
     async def test_source(self, source: str) -> dict[str, Any]:
         """Open a camera source briefly: ok with the frame size, or why not."""
         try:
-            text = check_source(source, "source")
+            text = check_source(source, "source", self.media)
         except UprFacesError as err:
             return {
                 "ok": False,

@@ -1,10 +1,11 @@
 """``upr-faces serve``: the engine as a service on loopback (or where it is told).
 
     upr-faces serve --data DIR [--host 127.0.0.1] [--port 8765] [--token-file FILE]
-                    [--certfile CERT --keyfile KEY]
+                    [--certfile CERT --keyfile KEY] [--media DIR]...
 
 ``DIR`` holds the persisted configuration, the event log, the outbox, caches, model packs
-and alert images (the directory is 0700, files 0600). The token is read from
+and alert images (the directory is 0700, files 0600). Camera sources naming a recorded clip
+(``file://``) are accepted only inside a ``--media`` folder. The token is read from
 ``--token-file`` (default ``DIR/token``), created with a random value and mode 0600 when
 missing, and never printed or logged. Once the API answers the process prints
 ``listening on http://HOST:PORT`` (``https`` with a certificate); SIGTERM or SIGINT stops
@@ -60,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, help="bearer token file (default DIR/token)")
     parser.add_argument("--certfile", type=Path, help="TLS certificate (PEM), with --keyfile")
     parser.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    parser.add_argument(
+        "--media",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a folder recorded clips (file://) may be read from; repeat for more "
+        "(default: /media, /share and DIR/media)",
+    )
 
 
 type Listening = Callable[[str, int, str], Awaitable[None]]
@@ -80,7 +89,8 @@ def run(args: argparse.Namespace, *, on_listening: Listening | None = None) -> i
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.certfile, args.keyfile)
     try:
-        asyncio.run(_serve(data, token, args.host, args.port, context, on_listening))
+        media = [path.resolve() for path in args.media] if args.media else None
+        asyncio.run(_serve(data, token, args.host, args.port, context, on_listening, media))
     except OSError as err:
         print(f"upr-faces serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
@@ -94,12 +104,13 @@ async def _serve(
     port: int,
     context: ssl.SSLContext | None,
     on_listening: Listening | None,
+    media: list[Path] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    engine = Engine(data, version=__version__)
+    engine = Engine(data, version=__version__, media=media)
     await engine.start()
     app = create_app(engine, token)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

@@ -65,11 +65,13 @@ from .spec import (
     SourceError,
     SourceKind,
     SourceSpec,
+    canonical_source,
     default_name,
     mask_text,
     mask_url,
     parse_source,
     source_key,
+    split_credentials,
     unmask_source,
 )
 from .stream import Frame, Image, SourceStats
@@ -91,11 +93,13 @@ __all__ = [
     "SourceStats",
     "StateListener",
     "UsbCamera",
+    "canonical_source",
     "default_name",
     "mask_text",
     "mask_url",
     "parse_source",
     "scan_usb",
     "source_key",
+    "split_credentials",
     "unmask_source",
 ]

@@ -2,6 +2,12 @@
 
 Credentials never appear in logs, reprs, reasons or errors: every text that may hold a
 source goes through :func:`mask_url` or :func:`mask_text`.
+
+Users type passwords as they are, ``#``, ``/``, ``?`` and ``@`` included, which a URL
+parser would read as a fragment, a path or a query. So the credentials are taken out
+first (:func:`split_credentials`: the userinfo ends at the first ``@`` followed by a host
+and an optional port), and a source is stored with them percent-encoded
+(:func:`canonical_source`); masking works on both forms.
 """
 
 from __future__ import annotations
@@ -38,6 +44,54 @@ _SECRET_QUERY_KEYS: Final = frozenset(
     }
 )
 _MASK: Final = "***"
+_URL_SCHEMES: Final = ("rtsp", "rtsps", "http", "https")
+_SCHEME_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# a host (name, IPv4 or [IPv6]) and an optional port, then the end, a path, query or fragment
+_HOSTPORT_RE: Final = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:\d*)?(?=$|[/?#])")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A network source split around its userinfo, as typed (nothing decoded)."""
+
+    scheme: str
+    user: str
+    password: str | None
+    rest: str  # host[:port][/path][?query][#fragment]
+
+    def joined(self, password: str | None) -> str:
+        """The source with its user and ``password``, both percent-encoded."""
+        userinfo = quote(unquote(self.user), safe="")
+        if password is not None:
+            userinfo += ":" + (password if password == _MASK else quote(unquote(password), safe=""))
+        return f"{self.scheme}://{userinfo}@{self.rest}"
+
+
+def split_credentials(text: str) -> Credentials | None:
+    """``scheme://user[:password]@host...`` taken apart, whatever the password holds; None
+    for a source without credentials (or that is not an rtsp/http address)."""
+    found = _SCHEME_RE.match(text)
+    if found is None or found.group(1).lower() not in _URL_SCHEMES:
+        return None
+    body = text[found.end() :]
+    start = 0
+    while (at := body.find("@", start)) >= 0:
+        start = at + 1
+        userinfo, rest = body[:at], body[at + 1 :]
+        user, colon, password = userinfo.partition(":")
+        if any(mark in user for mark in "/?#") or not (user or colon):
+            continue  # an '@' in the path of a source without credentials
+        if _HOSTPORT_RE.match(rest) is None:
+            continue  # an '@' inside the password
+        return Credentials(found.group(1), user, password if colon else None, rest)
+    return None
+
+
+def canonical_source(text: str) -> str:
+    """The source with its credentials percent-encoded (what is stored and opened)."""
+    credentials = split_credentials(text)
+    return text if credentials is None else credentials.joined(credentials.password)
 
 
 class SourceError(UprFacesError):
@@ -69,6 +123,9 @@ def mask_url(url: str) -> str:
     ``rtsp://admin:***@cam/stream?token=***``. Strings that are not URLs come back as they
     are.
     """
+    credentials = split_credentials(url)
+    if credentials is not None:
+        url = credentials.joined(None if credentials.password is None else _MASK)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -94,6 +151,11 @@ def mask_url(url: str) -> str:
 def _secrets(url: str) -> list[str]:
     """Every form in which ``url``'s secrets could show up in a message."""
     found: list[str] = []
+    credentials = split_credentials(url)
+    if credentials is not None and credentials.password:
+        typed = credentials.password
+        found += [typed, unquote(typed), quote(unquote(typed), safe="")]
+        url = credentials.joined(typed)
     with contextlib.suppress(ValueError):
         parts = urlsplit(url)
         if parts.password:
@@ -147,6 +209,8 @@ def parse_source(text: str) -> SourceSpec:
     raw = text.strip()
     if not raw:
         raise InvalidSourceError("empty camera source")
+    if _CONTROL_RE.search(raw):
+        raise InvalidSourceError("a camera source holds no control characters (newlines, NUL)")
     lowered = raw.lower()
     if lowered.startswith("usb:"):
         match = _USB_RE.fullmatch(raw)
@@ -161,12 +225,17 @@ def parse_source(text: str) -> SourceSpec:
             return SourceSpec(SourceKind.USB, raw, device=int(match.group(1)))
         if raw.startswith("/dev/video"):
             raise InvalidSourceError(f"bad video device {raw!r}: expected /dev/videoN")
+        if not raw.startswith("/dev/v4l/") or "/../" in raw or raw.endswith("/.."):
+            raise InvalidSourceError(
+                f"{raw!r} is not a video device: expected /dev/videoN or a /dev/v4l/ link"
+            )
         return SourceSpec(SourceKind.USB, raw, device=raw)
     if lowered.startswith("file://"):
         path = raw[len("file://") :]
         if not path:
             raise InvalidSourceError("file:// needs a path, as in file:///clips/door.mp4")
         return SourceSpec(SourceKind.FILE, raw, path=Path(unquote(path)))
+    raw = canonical_source(raw)
     try:
         parts = urlsplit(raw)
         port = parts.port  # validates the port
@@ -193,16 +262,25 @@ def unmask_source(submitted: str, stored: str) -> str:
     """The source to keep when an admin edits one shown masked (``user:***@host``).
 
     ``submitted`` equal to ``mask_url(stored)`` gives ``stored`` back exactly; otherwise each
-    ``***`` (the password, a secret query value) is replaced by the stored value it hides.
-    A ``***`` that hides nothing is left, and :func:`parse_source` callers refuse it.
+    ``***`` (the password, a secret query value) is replaced by the stored value it hides,
+    but only while the scheme, host and port stay the same: a stored secret never goes to
+    another camera. A ``***`` that hides nothing is left, and :func:`parse_source` callers
+    refuse it.
     """
     if _MASK not in submitted:
         return submitted
     if submitted == mask_url(stored):
         return stored
     try:
-        new, old = urlsplit(submitted), urlsplit(stored)
+        new, old = urlsplit(canonical_source(submitted)), urlsplit(canonical_source(stored))
+        same_camera = (new.scheme.lower(), new.hostname, new.port) == (
+            old.scheme.lower(),
+            old.hostname,
+            old.port,
+        )
     except ValueError:
+        return submitted
+    if not same_camera:
         return submitted
     netloc = new.netloc
     if new.password == _MASK and old.password is not None:
