@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from upr_faces_engine.outbox import Outbox, OutboxFullError
+from upr_faces_engine.outbox import GLOBAL_FAILURES, Outbox, OutboxFullError
 from upr_faces_engine.upr_client import (
     RetryPolicy,
     UprAuthError,
@@ -115,14 +116,14 @@ async def test_registry_down_restart_then_back(tmp_path: Path, server: UprServer
 async def test_verdict_waits_for_its_alert(
     tmp_path: Path, server: UprServer, client: UprClient
 ) -> None:
-    box = Outbox(tmp_path)
+    box = Outbox(tmp_path, retry_initial=0)
     first = alert(1)
     box.enqueue_alert(first)
     box.enqueue_verdict(first["id"], verdict())
     server.fail(503, times=FAST.attempts, path="/alerts", method="POST")
     result = await box.flush(client)
-    assert isinstance(result.error, UprConnectionError)
-    assert result.remaining == 2
+    assert isinstance(result.item_error, UprConnectionError)
+    assert (result.remaining, result.deferred, box.stuck) == (2, 2, 1)
     assert server.count(f"/alerts/{first['id']}/verdict", "POST") == 0
     result = await box.flush(client)
     assert result.sent == 2
@@ -134,7 +135,7 @@ async def test_verdict_for_an_unknown_alert_stays_then_goes(
 ) -> None:
     """A verdict answered 404 is kept (later items still go) until the registry knows the
     alert, and given up only after the grace period."""
-    box = Outbox(tmp_path, verdict_grace=60)
+    box = Outbox(tmp_path, verdict_grace=60, retry_initial=0)
     elsewhere = alert(9)  # sent by another instance, not yet at the registry
     box.enqueue_verdict(elsewhere["id"], verdict())
     box.enqueue_verdict(elsewhere["id"], verdict("rejected"))
@@ -142,6 +143,7 @@ async def test_verdict_for_an_unknown_alert_stays_then_goes(
     box.enqueue_alert(other)
     result = await box.flush(client)
     assert (result.sent, result.deferred, result.remaining) == (1, 2, 2)
+    assert box.stuck == 0  # waiting for an alert sent elsewhere is not being stuck
     # the second verdict of that alert was held behind the first, not sent
     assert server.count(f"/alerts/{elsewhere['id']}/verdict", "POST") == 1
     server.registry.receive_alert(elsewhere)
@@ -191,11 +193,11 @@ async def test_permanent_rejection_goes_to_dead_letters(
 async def test_auth_failure_keeps_everything(
     tmp_path: Path, server: UprServer, client: UprClient
 ) -> None:
-    box = Outbox(tmp_path)
+    box = Outbox(tmp_path, retry_initial=0)
     box.enqueue_alert(alert())
     server.fail(401, path="/alerts")
     result = await box.flush(client)
-    assert isinstance(result.error, UprAuthError)
+    assert isinstance(result.item_error, UprAuthError)
     assert result.remaining == 1
     assert (await box.flush(client)).sent == 1
 
@@ -416,11 +418,11 @@ async def test_no_alerts_endpoint_keeps_everything(
     tmp_path: Path, server: UprServer, client: UprClient
 ) -> None:
     """A 404 on /alerts is a wrong URL, not a bad alert: nothing is set aside."""
-    box = Outbox(tmp_path)
+    box = Outbox(tmp_path, retry_initial=0)
     box.enqueue_alert(alert())
     server.fail(404, path="/alerts", method="POST")
     result = await box.flush(client)
-    assert result.error is not None
+    assert result.item_error is not None
     assert (result.rejected, result.remaining) == (0, 1)
     assert not result.delivered_all
     assert (await box.flush(client)).delivered_all
@@ -455,3 +457,71 @@ async def test_async_enqueue_tells_listeners_on_the_loop(tmp_path: Path) -> None
     await box.async_enqueue_verdict(body["id"], verdict())
     assert threads == [threading.get_ident()] * 2
     assert box.pending == 2
+
+
+# --- one item the registry never takes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 429, 404, 401])
+async def test_an_alert_the_registry_never_takes_holds_up_nothing(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ten alerts, three of which the registry answers ``status`` forever (two of them one
+    after the other): the seven others are delivered in order, the three wait on their own
+    backoff, counted as stuck since their enqueue, logged once each; their verdicts stay
+    behind them. Once the registry takes them, everything arrives, each verdict after its
+    alert, and nothing is stuck."""
+    box = Outbox(tmp_path)
+    alerts = [alert(n) for n in range(10)]
+    stuck_ids = {alerts[n]["id"] for n in (1, 2, 6)}
+    for body in alerts:
+        if body["id"] in stuck_ids:
+            server.registry.refused[body["id"]] = status
+    before = time.time()
+    for body in alerts:
+        await box.async_enqueue_alert(body)
+    await box.async_enqueue_verdict(alerts[2]["id"], verdict())
+    stop = asyncio.Event()
+    task = asyncio.create_task(box.run(client, stop, retry_initial=0.05, retry_max=0.2))
+    try:
+        await _until(lambda: len(server.received()["alerts"]) == 7)
+        await asyncio.sleep(0.5)  # several backoff rounds of the stuck ones
+        delivered = [a["id"] for a in server.received()["alerts"]]
+        assert delivered == [a["id"] for a in alerts if a["id"] not in stuck_ids]
+        assert server.received()["verdicts"] == []
+        state = box.status()
+        assert (state["pending"], state["stuck"]) == (4, 3)
+        assert before <= state["stuck_since"] <= time.time()
+        assert str(status) in state["stuck_error"]
+        tries = [p for p in posts(server) if p[1] in stuck_ids]
+        assert len(tries) >= 3 * 2  # tried again, not given up
+        assert caplog.text.count("is retried on its own") == 3
+
+        server.registry.refused.clear()
+        await _until(lambda: box.pending == 0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert sorted(a["id"] for a in server.received()["alerts"]) == sorted(a["id"] for a in alerts)
+    assert_verdicts_follow_alerts(server)
+    assert box.status()["stuck"] == 0
+    assert "no item is stuck any more" in caplog.text
+
+
+async def test_a_registry_failing_everything_stops_the_flush(
+    tmp_path: Path, server: UprServer, client: UprClient
+) -> None:
+    """When items of different alerts fail one after the other, it is the registry, not
+    an item: the flush stops after a few, the rest is not tried in vain."""
+    box = Outbox(tmp_path)
+    for n in range(10):
+        box.enqueue_alert(alert(n))
+    server.fail(503, times=1000, path="/alerts", method="POST")
+    result = await box.flush(client)
+    assert isinstance(result.error, UprConnectionError)
+    assert server.count("/alerts", "POST") == GLOBAL_FAILURES * FAST.attempts
+    assert (result.remaining, result.sent) == (10, 0)

@@ -79,6 +79,8 @@ class DevRegistry:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     posts: list[dict[str, Any]] = field(default_factory=list)
     log_path: Path | None = None
+    refused: dict[str, int] = field(default_factory=dict)
+    """Alert ids answered with that HTTP status every time (a test's stuck alert)."""
     _photo_counter: int = 0
 
     # --- persons --------------------------------------------------------------------------
@@ -435,6 +437,10 @@ class DevServerApp:
         problem = _alert_problem(body)
         if problem is not None:
             return _error(400, problem)
+        refused = self.registry.refused.get(body["id"])
+        if refused is not None:
+            self.registry.posts.append({"kind": "alert", "id": body["id"], "status": refused})
+            return _error(refused, "refused on purpose")
         status = self.registry.receive_alert(body)
         await self._log({"kind": "alert", "status": status, "body": body})
         return web.json_response({"id": body["id"], "created": status == 201}, status=status)

@@ -14,8 +14,14 @@ Rules:
   return, so before any attempt to send it. A process killed at any point loses nothing:
   a temporary file that holds a whole item is kept on reopening, a torn one is deleted
   (its enqueue never returned). Sending twice is harmless: alerts carry their own id.
-* Items go in sequence order. A failure that may pass (no connection, 5xx, 429, a refused
-  key, a 404 on ``/alerts``) stops the flush: what follows waits, so the order holds.
+* Items go in sequence order, and the items of one alert (the alert, then its verdicts)
+  in their order. An item the registry fails on (5xx, 429, 401/403, a 404 on ``/alerts``
+  after the retries) waits with a backoff of its own (doubling from ``retry_initial`` to
+  ``retry_max``, ``Retry-After`` honoured) while later items of other alerts go on: one
+  alert the registry never takes does not hold up the others. It counts as *stuck* (see
+  :meth:`Outbox.status`) until it is delivered. When the registry cannot be reached at all
+  (no connection, timeouts), or fails on :data:`GLOBAL_FAILURES` items in a row, the flush
+  stops: what follows waits for the next try.
 * An item leaves only when the registry acknowledged it (200/201), or when the registry
   refused it for good (a 4xx other than 401/403/404/429): then it moves to ``rejected/``
   with the reason. Nothing is dropped silently.
@@ -53,6 +59,10 @@ _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITEMS: Final = 10_000
 DEFAULT_VERDICT_GRACE: Final = 3600.0
+DEFAULT_RETRY_INITIAL: Final = 5.0
+DEFAULT_RETRY_MAX: Final = 300.0
+GLOBAL_FAILURES: Final = 3
+"""Items of different alerts failing in a row that stop a flush (the registry, not an item)."""
 REJECTED_FOLDER: Final = "rejected"
 _FORMAT: Final = 1
 _NAME = re.compile(r"(?P<seq>\d{12})\.(?P<kind>alert|verdict)\.(?P<key>[A-Za-z0-9_-]{1,64})\.json")
@@ -69,13 +79,17 @@ class OutboxFullError(UprFacesError):
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
-    """What one :meth:`Outbox.flush` did."""
+    """What one :meth:`Outbox.flush` did. ``error`` is the failure that stopped it (the
+    registry as a whole); ``item_error`` the last failure of a single item; ``retry_in``
+    the seconds until the first item waiting on its own backoff may be tried again."""
 
     sent: int = 0
     rejected: int = 0
     deferred: int = 0
     remaining: int = 0
     error: UprFacesError | None = None
+    item_error: UprFacesError | None = None
+    retry_in: float | None = None
 
     @property
     def delivered_all(self) -> bool:
@@ -88,10 +102,21 @@ class _Item:
     seq: int
     kind: Kind
     alert_key: str
+    enqueued: float = 0.0  # wall clock (the file's time after a restart)
 
     @property
     def name(self) -> str:
         return f"{self.seq:012d}.{self.kind}.{self.alert_key}.json"
+
+
+@dataclass(slots=True)
+class _Failure:
+    """An item the registry failed on: how often, the last error, when to try it again."""
+
+    attempts: int
+    next_try: float  # monotonic
+    error: str
+    stuck: bool  # False: a verdict whose alert the registry does not know yet
 
 
 def _alert_key(alert_id: str) -> str:
@@ -161,6 +186,8 @@ class Outbox:
         *,
         max_items: int = DEFAULT_MAX_ITEMS,
         verdict_grace: float = DEFAULT_VERDICT_GRACE,
+        retry_initial: float = DEFAULT_RETRY_INITIAL,
+        retry_max: float = DEFAULT_RETRY_MAX,
     ) -> None:
         self.folder = Path(folder)
         self.rejected_folder = self.folder / REJECTED_FOLDER
@@ -176,6 +203,10 @@ class Outbox:
         self._next_seq = 1
         self._full_logged = False
         self._not_found_since: dict[int, float] = {}
+        self._failures: dict[int, _Failure] = {}
+        self._was_stuck = False
+        self.retry_initial = retry_initial  # an item's own backoff (run() sets them too)
+        self.retry_max = retry_max
         self._listeners: list[Callable[[int], None]] = []
         self._flush_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,6 +235,27 @@ class Outbox:
     def rejected(self) -> int:
         """Items in ``rejected/`` (the registry refused them for good)."""
         return self._rejected_count
+
+    @property
+    def stuck(self) -> int:
+        """Pending items the registry failed on at least once."""
+        return sum(1 for failure in list(self._failures.values()) if failure.stuck)
+
+    def status(self) -> dict[str, Any]:
+        """Pending, rejected and stuck counts, and since when the oldest stuck item waits
+        (its enqueue time, Unix seconds) with its last error."""
+        with self._lock:
+            stuck = [
+                (self._items[seq], f) for seq, f in self._failures.items() if seq in self._items
+            ]
+        oldest = min(stuck, key=lambda pair: pair[0].enqueued, default=None)
+        return {
+            "pending": self.pending,
+            "rejected": self.rejected,
+            "stuck": len(stuck),
+            "stuck_since": oldest[0].enqueued if oldest else None,
+            "stuck_error": oldest[1].error if oldest else None,
+        }
 
     def add_listener(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call ``callback(pending)`` whenever the pending count changes; returns the
@@ -262,7 +314,7 @@ class Outbox:
                         self.max_items,
                     )
                 raise OutboxFullError(f"the UPR outbox is full ({self.max_items} items)")
-            item = _Item(self._next_seq, kind, _alert_key(alert_id))
+            item = _Item(self._next_seq, kind, _alert_key(alert_id), time.time())
             self._next_seq += 1
             self._reserved += 1
         try:
@@ -279,16 +331,22 @@ class Outbox:
     # --- delivery -----------------------------------------------------------------------
 
     async def flush(self, client: UprClient) -> FlushResult:
-        """Send what is pending, in order, until done or until a failure that may pass."""
+        """Send what is pending, in order, skipping items that wait on their own backoff,
+        until done or until the registry as a whole fails."""
         async with self._flush_lock:
             sent = rejected = deferred = 0
             error: UprFacesError | None = None
+            item_error: UprFacesError | None = None
             held: set[str] = set()  # alerts whose later items must wait for an earlier one
+            in_a_row = 0  # items of different alerts failed one after the other
             last = 0
             while (item := self._next_after(last)) is not None:
                 last = item.seq
-                if item.alert_key in held or (
-                    item.kind == "verdict" and self._alert_pending_before(item)
+                failure = self._failures.get(item.seq)
+                if (
+                    item.alert_key in held
+                    or (item.kind == "verdict" and self._alert_pending_before(item))
+                    or (failure is not None and failure.next_try > time.monotonic())
                 ):
                     held.add(item.alert_key)
                     deferred += 1
@@ -309,39 +367,85 @@ class Outbox:
                     rejected += 1
                     continue
                 except UprNotFoundError as err:
-                    if item.kind == "alert":  # no /alerts there: a wrong URL, not this alert
-                        error = err
-                        break
-                    if self._verdict_given_up(item):
+                    if item.kind == "verdict" and self._verdict_given_up(item):
                         await self._reject(
                             item, f"the registry does not know this alert: {err}", status=404
                         )
                         rejected += 1
-                    else:
+                        continue
+                    if item.kind == "verdict":  # its alert may come from elsewhere later
+                        self._failed(item, err, stuck=False)
                         held.add(item.alert_key)
                         deferred += 1
-                    continue
+                        continue
+                    item_error = err  # no /alerts, or not for this alert: see below
+                except UprConnectionError as err:
+                    # raised from the transport's error when nothing answered at all
+                    if err.__cause__ is not None:  # the registry is down, not this item
+                        error = err
+                        break
+                    item_error = err  # 5xx or 429 after the retries
                 except UprFacesError as err:
-                    error = err
+                    item_error = err
+                else:
+                    await asyncio.to_thread(self._unlink, item)
+                    self._forget(item)
+                    sent += 1
+                    in_a_row = 0
+                    continue
+                self._failed(item, item_error)
+                held.add(item.alert_key)
+                deferred += 1
+                in_a_row += 1
+                if in_a_row >= GLOBAL_FAILURES:  # not one item: the registry
+                    error = item_error
                     break
-                await asyncio.to_thread(self._unlink, item)
-                self._forget(item)
-                sent += 1
-            return FlushResult(sent, rejected, deferred, len(self._items), error)
+            return FlushResult(
+                sent, rejected, deferred, len(self._items), error, item_error, self._retry_in()
+            )
+
+    def _failed(self, item: _Item, err: UprFacesError, *, stuck: bool = True) -> None:
+        """Note a failure of ``item``: its next try after a backoff of its own."""
+        failure = self._failures.get(item.seq)
+        if failure is None:
+            if stuck:
+                _LOGGER.warning(
+                    "UPR outbox: the registry did not take %s %s (%s); it is retried on its "
+                    "own while later items go on",
+                    item.kind,
+                    item.seq,
+                    err,
+                )
+            failure = self._failures[item.seq] = _Failure(0, 0.0, "", stuck)
+        failure.attempts += 1
+        failure.error = str(err)
+        wait = min(self.retry_initial * 2 ** (failure.attempts - 1), self.retry_max)
+        if isinstance(err, UprConnectionError) and err.retry_after:
+            wait = max(wait, min(err.retry_after, self.retry_max))
+        failure.next_try = time.monotonic() + wait
+
+    def _retry_in(self) -> float | None:
+        if not self._failures:
+            return None
+        first = min(failure.next_try for failure in self._failures.values())
+        return max(0.0, first - time.monotonic())
 
     async def run(
         self,
         client: UprClient,
         stop: asyncio.Event,
         *,
-        retry_initial: float = 5.0,
-        retry_max: float = 300.0,
+        retry_initial: float = DEFAULT_RETRY_INITIAL,
+        retry_max: float = DEFAULT_RETRY_MAX,
     ) -> None:
-        """Deliver until ``stop`` is set: at once when something is enqueued, with a growing
-        delay (``Retry-After`` honoured, at most ``retry_max``) while the registry fails.
-        New items do not cut a delay short; :meth:`wake` does (after a reauth, say)."""
+        """Deliver until ``stop`` is set: at once when something is enqueued (also while an
+        item waits on its own backoff), each stuck item again when its backoff ends, and
+        with a growing delay (``Retry-After`` honoured, at most ``retry_max``) while the
+        registry as a whole fails; new items do not cut that delay short, :meth:`wake`
+        does (after a reauth, say)."""
         self._loop = asyncio.get_running_loop()
         self._new_item, self._kick = asyncio.Event(), asyncio.Event()
+        self.retry_initial, self.retry_max = retry_initial, retry_max
         delay = retry_initial
         failing = False
         try:
@@ -351,20 +455,24 @@ class Outbox:
                 try:
                     result = await self.flush(client)
                 except OSError as err:  # the disk failed us: log, wait, try again
-                    _LOGGER.exception("UPR outbox %s: %s", self.folder, err)
+                    _LOGGER.error("UPR outbox %s: %s", self.folder, err)
                     await _wait_first(delay, stop, self._kick)
                     delay = min(delay * 2, retry_max)
                     continue
-                if result.error is None and result.deferred == 0:
+                if result.error is None:
                     if failing:
                         _LOGGER.info("UPR outbox: the registry takes alerts again")
                     failing, delay = False, retry_initial
-                    await _wait_first(None, stop, self._new_item, self._kick)
+                    if self._was_stuck and not self.stuck:
+                        _LOGGER.info("UPR outbox: no item is stuck any more")
+                    self._was_stuck = self.stuck > 0
+                    # new items go at once; stuck ones when their own backoff ends
+                    await _wait_first(result.retry_in, stop, self._new_item, self._kick)
                     continue
                 wait = delay
                 if isinstance(result.error, UprConnectionError) and result.error.retry_after:
                     wait = max(wait, min(result.error.retry_after, retry_max))
-                if result.error is not None and not failing:
+                if not failing:
                     _LOGGER.warning(
                         "UPR outbox: %d item(s) wait for the registry (%s); retrying",
                         result.remaining,
@@ -412,6 +520,7 @@ class Outbox:
                 if self._pending_alerts[item.alert_key] <= 0:
                     del self._pending_alerts[item.alert_key]
             self._not_found_since.pop(item.seq, None)
+            self._failures.pop(item.seq, None)
             pending = len(self._items)
             if self._full_logged and pending + self._reserved < self.max_items:
                 self._full_logged = False
@@ -494,7 +603,11 @@ class Outbox:
                 seq = int(match["seq"])
                 highest = max(highest, seq)
                 kind: Kind = "alert" if match["kind"] == "alert" else "verdict"
-                self._add(_Item(seq, kind, match["key"]))
+                try:
+                    enqueued = (self.folder / name).stat().st_mtime
+                except OSError:
+                    enqueued = time.time()
+                self._add(_Item(seq, kind, match["key"], enqueued))
         self._next_seq = highest + 1
         if self._items:
             _LOGGER.debug("UPR outbox %s: %d item(s) pending", self.folder, len(self._items))
