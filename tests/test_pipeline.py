@@ -129,6 +129,46 @@ def test_one_alert_per_person_within_cooldown(
     assert worker.stats().last_detection_at is not None
 
 
+def _side_by_side(left: Path, right: Path) -> np.ndarray:
+    """Two photos next to each other on a 1280x720 frame."""
+    frame = np.full((720, 1280, 3), 60, dtype=np.uint8)
+    for index, photo in enumerate((left, right)):
+        image = read_image(photo)
+        scale = min(620 / image.shape[1], 680 / image.shape[0], 1.0)
+        image = cv2.resize(image, None, fx=scale, fy=scale)
+        top = (720 - image.shape[0]) // 2
+        offset = 10 + index * 640
+        frame[top : top + image.shape[0], offset : offset + image.shape[1]] = image
+    return frame
+
+
+def test_bystanders_are_hidden_in_the_alert_frame(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """Person C next to a group of people who match no one: the alert's frame keeps the
+    scene, but the detector finds no face in it except C's (every bystander pixelated);
+    the face crop is C's alone."""
+    frame = _side_by_side(
+        faces_dir / "deepface_C_img13.jpg", faces_dir / "multi_insightface_t1.jpg"
+    )
+    in_view = analyzer.detect(frame)
+    assert len(in_view) >= 4  # C and the group
+    source = SwitchableSource(frame)
+    worker = CameraWorker("cam1", source, PipelineConfig(cooldown_s=60))
+    events = _process(worker, source, analyzer, gallery, 6)
+    assert [(e.person_id, e.tier) for e in events] == [("deepface_C", "match")]
+    stored = cv2.imdecode(np.frombuffer(events[0].snapshot_jpeg or b"", np.uint8), 1)
+    assert stored.shape == frame.shape
+    left_in_stored = [d for d in analyzer.detect(stored) if d.box[0] < 640]
+    right_in_stored = [d for d in analyzer.detect(stored) if d.box[0] >= 640]
+    assert len(left_in_stored) == 1  # C, still recognisable
+    assert right_in_stored == []
+    x1, _, x2, _ = events[0].box
+    assert x2 < 640  # the crop is C's
+    # the scene itself is kept: outside the faces, the right half is the photo
+    assert float(np.abs(stored[:60, 640:].astype(int) - frame[:60, 640:]).mean()) < 8
+
+
 def test_nobody_else_matches(analyzer: Analyzer, gallery: Gallery, faces_dir: Path) -> None:
     """A group photo of people outside the gallery, and animals, raise nothing."""
     for name in ("multi_insightface_t1.jpg", "noface_darknet_horses.jpg"):

@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -132,6 +132,32 @@ def face_crop(image: ImageArray, box: tuple[float, float, float, float]) -> Imag
     left, top = max(0, int(x1 - margin_x)), max(0, int(y1 - margin_y))
     right, bottom = min(width, int(x2 + margin_x)), min(height, int(y2 + margin_y))
     return image[top:bottom, left:right]
+
+
+type Box = tuple[float, float, float, float]
+
+
+def _box4(box: Any) -> Box:
+    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+
+def hide_faces(image: ImageArray, boxes: Sequence[Box]) -> ImageArray:
+    """A copy of the image in which each box (with a margin) is pixelated beyond
+    recognition: what an alert keeps of the bystanders next to the matched person."""
+    out = image.copy()
+    height, width = image.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        margin_x, margin_y = (x2 - x1) * 0.3, (y2 - y1) * 0.3
+        left, top = max(0, int(x1 - margin_x)), max(0, int(y1 - margin_y))
+        right, bottom = min(width, int(x2 + margin_x) + 1), min(height, int(y2 + margin_y) + 1)
+        if right - left < 2 or bottom - top < 2:
+            continue
+        region = out[top:bottom, left:right]
+        blocks = cv2.resize(region, (4, 4), interpolation=cv2.INTER_AREA)
+        out[top:bottom, left:right] = cv2.resize(
+            blocks, (right - left, bottom - top), interpolation=cv2.INTER_NEAREST
+        )
+    return out
 
 
 def draw_faces(image: ImageArray, faces: list[FaceBox]) -> ImageArray:
@@ -257,12 +283,13 @@ class CameraWorker:
             results = gallery.search(
                 vectors, top_k=self.config.top_k, thresholds=self.thresholds, include_none=True
             )
-            for index, ((track, _det), found) in enumerate(zip(to_embed, results, strict=True)):
+            for index, ((track, det), found) in enumerate(zip(to_embed, results, strict=True)):
                 self.tracker.add_embedding(track, vectors[index])
                 for candidate in found:
                     previous = track.similarity.get(candidate.person_id, -1.0)
                     track.similarity[candidate.person_id] = max(previous, candidate.similarity)
-                event = self._decide(track, frame, image, now)
+                others = [_box4(other.box) for other in detections if other is not det]
+                event = self._decide(track, frame, image, now, others)
                 if event is not None:
                     events.append(event)
         self._set_faces(
@@ -280,8 +307,15 @@ class CameraWorker:
         return None
 
     def _decide(
-        self, track: Track, frame: FrameLike, image: ImageArray, now: float
+        self,
+        track: Track,
+        frame: FrameLike,
+        image: ImageArray,
+        now: float,
+        others: Sequence[Box] = (),
     ) -> MatchEvent | None:
+        """The alert ``track`` raises now, if any. Its frame keeps the scene as evidence
+        but not the bystanders: every other face (``others``) is pixelated."""
         best = self._best_open(track)
         if best is None:
             return None
@@ -299,7 +333,8 @@ class CameraWorker:
         track.announced[person_id] = tier
         box = tuple(float(v) for v in track.detection.box)
         box4 = (box[0], box[1], box[2], box[3])
-        snapshot = draw_faces(image, [FaceBox(box4, tier, None, track.track_id)])
+        scene = hide_faces(image, others)
+        snapshot = draw_faces(scene, [FaceBox(box4, tier, None, track.track_id)])
         return MatchEvent(
             camera=self.camera,
             person_id=person_id,
