@@ -13,6 +13,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
 from .entity import UprFacesHubEntity
+from .permissions import async_require_admin
 
 PARALLEL_UPDATES = 1
 
@@ -59,5 +60,6 @@ class UprButton(UprFacesHubEntity, ButtonEntity):
         self.entity_description = description
 
     async def async_press(self) -> None:
-        """Run the action."""
+        """Run the action (admins only)."""
+        await async_require_admin(self.hass, self._context)
         await self.entity_description.press_fn(self.coordinator)

@@ -1,4 +1,5 @@
-"""Services: confirm or reject an alert, scan USB cameras, export the audit, refresh."""
+"""Services: confirm or reject an alert (any user), scan USB cameras, export the audit,
+refresh the gallery (admins: see permissions.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .client import EngineError
 from .const import DOMAIN
 from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
 from .data import Alert
+from .permissions import async_require_admin
 from .validation import vol
 
 ATTR_MATCH_ID = "match_id"
@@ -28,6 +30,11 @@ VERDICT_SCHEMA = vol.Schema(
 )
 ENTRY_SCHEMA = vol.Schema({vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string})
 AUDIT_SCHEMA = ENTRY_SCHEMA.extend({vol.Optional(ATTR_SINCE): cv.datetime})
+
+
+class UnknownMatchError(ServiceValidationError, vol.Invalid):
+    """No engine knows the alert: a translated validation error that is also invalid
+    input to Home Assistant's REST API, which answers it with 400 (other errors: 500)."""
 
 
 def _loaded_entries(hass: HomeAssistant) -> list[UprFacesConfigEntry]:
@@ -59,7 +66,7 @@ async def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
                 return coordinator
         except EngineError:
             continue  # an engine that is down has none of the alerts one can decide now
-    raise ServiceValidationError(
+    raise UnknownMatchError(
         translation_domain=DOMAIN,
         translation_key="unknown_match",
         translation_placeholders={"match_id": match_id},
@@ -90,12 +97,14 @@ async def _reject(call: ServiceCall) -> ServiceResponse:
 
 
 async def _scan_usb(call: ServiceCall) -> ServiceResponse:
+    await async_require_admin(call.hass, call.context)
     coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
     found: list[Any] = await coordinator.async_scan_usb(call.context.user_id)
     return {"cameras": found}
 
 
 async def _export_audit(call: ServiceCall) -> ServiceResponse:
+    await async_require_admin(call.hass, call.context)
     coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
     since = call.data.get(ATTR_SINCE)
     try:
@@ -115,6 +124,7 @@ async def _export_audit(call: ServiceCall) -> ServiceResponse:
 
 
 async def _refresh(call: ServiceCall) -> None:
+    await async_require_admin(call.hass, call.context)
     coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
     await coordinator.async_refresh_gallery()
 

@@ -10,6 +10,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import UprFacesConfigEntry, UprFacesCoordinator
 from .entity import UprFacesCameraEntity, add_camera_entities
+from .permissions import async_require_admin
 
 PARALLEL_UPDATES = 1
 
@@ -40,11 +41,13 @@ class MonitoringSwitch(UprFacesCameraEntity, SwitchEntity):
         return camera.monitoring if camera else None
 
     async def async_turn_on(self, **kwargs: Any) -> None:
-        """Start watching (audited with the user)."""
+        """Start watching (admins only; audited with the user)."""
+        await async_require_admin(self.hass, self._context)
         await self.coordinator.async_set_monitoring(self.camera_id, True, self._context_user())
 
     async def async_turn_off(self, **kwargs: Any) -> None:
-        """Stop watching (audited with the user)."""
+        """Stop watching (admins only; audited with the user)."""
+        await async_require_admin(self.hass, self._context)
         await self.coordinator.async_set_monitoring(self.camera_id, False, self._context_user())
 
     def _context_user(self) -> str | None:

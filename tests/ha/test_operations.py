@@ -28,7 +28,10 @@ from pytest_homeassistant_custom_component.common import (
     async_capture_events,
     get_system_health_info,
 )
-from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+from pytest_homeassistant_custom_component.typing import (
+    ClientSessionGenerator,
+    WebSocketGenerator,
+)
 
 from custom_components.upr_faces import async_remove_config_entry_device
 from custom_components.upr_faces.const import (
@@ -230,6 +233,93 @@ def hass_storage_keys(hass: HomeAssistant, entry_id: str) -> list[str]:
 async def _engine_info(engine: EngineProcess) -> dict[str, Any]:
     async with EngineClient(engine) as api:
         return await api.info()
+
+
+async def test_operators_decide_admins_do_the_rest(
+    hass: HomeAssistant,
+    http: None,
+    hass_client: ClientSessionGenerator,
+    hass_ws_client: WebSocketGenerator,
+    hass_read_only_access_token: str,
+    hass_read_only_user: Any,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    """A user who is not an admin (an operator) sees the alerts and confirms one; the
+    audit export, a gallery refresh, a USB scan and the monitoring switch are refused to
+    them over REST and the websocket API (401 / unauthorized) and change nothing; an
+    unknown match_id over REST is a 400, not a 500."""
+    assert await async_setup_component(hass, "api", {})
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for(lambda: len(events) >= 1, 40)
+    await hass.async_block_till_done()
+    match_id = events[0].data["match_id"]
+    operator = await hass_client(hass_read_only_access_token)
+    admin = await hass_client()
+    entry_only = {"config_entry_id": entry.entry_id}
+
+    refused = {}
+    for service, body in (
+        ("export_audit", entry_only),
+        ("refresh_gallery", entry_only),
+        ("scan_usb_cameras", entry_only),
+    ):
+        query = "?return_response" if service != "refresh_gallery" else ""
+        response = await operator.post(f"/api/services/{DOMAIN}/{service}{query}", json=body)
+        refused[service] = response.status
+    off = await operator.post(
+        "/api/services/switch/turn_off", json={"entity_id": "switch.door_monitoring"}
+    )
+    press = await operator.post(
+        "/api/services/button/press", json={"entity_id": "button.upr_faces_refresh_gallery"}
+    )
+    await hass.async_block_till_done()
+    assert refused == {"export_audit": 401, "refresh_gallery": 401, "scan_usb_cameras": 401}
+    assert (off.status, press.status) == (401, 401)
+    assert hass.states.get("switch.door_monitoring").state == "on"
+
+    socket = await hass_ws_client(hass, hass_read_only_access_token)
+    await socket.send_json_auto_id(
+        {
+            "type": "call_service",
+            "domain": DOMAIN,
+            "service": "export_audit",
+            "service_data": entry_only,
+            "return_response": True,
+        }
+    )
+    answer = await socket.receive_json()
+    # Home Assistant answers an Unauthorized raised by a service as it does for its own
+    # admin services (async_register_admin_service)
+    assert (answer["success"], answer["error"]["message"]) == (False, "Unauthorized")
+
+    # what operators do: see the alerts, decide one
+    await socket.send_json_auto_id({"type": f"{DOMAIN}/alerts/subscribe"})
+    assert (await socket.receive_json())["success"] is True
+    snapshot = await socket.receive_json()
+    assert match_id in [a["match_id"] for a in snapshot["event"]["alerts"]]
+    unknown = await operator.post(
+        f"/api/services/{DOMAIN}/confirm_match", json={"match_id": "no-such-alert"}
+    )
+    confirmed = await operator.post(
+        f"/api/services/{DOMAIN}/confirm_match", json={"match_id": match_id}
+    )
+    assert (unknown.status, confirmed.status) == (400, 200)
+    exported = await admin.post(
+        f"/api/services/{DOMAIN}/export_audit?return_response", json=entry_only
+    )
+    assert exported.status == 200
+    audit = (await exported.json())["service_response"]["audit"]
+    decided = [a for a in audit if a["action"] == "confirmed"]
+    assert [a["user_name"] for a in decided] == [hass_read_only_user.name]
+    assert not any(a["action"] in ("camera_stopped", "gallery_refresh") for a in audit)
 
 
 async def test_model_pack_missing(
