@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import ssl
 import stat
 import subprocess
@@ -20,6 +21,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+
+from upr_faces_engine.alerts import MatchEvent
+from upr_faces_engine.server.engine import Engine
+from upr_faces_engine.server.store import Store
 
 from ..conftest import LabelledPhoto
 from ..streams import rtsp_server
@@ -480,6 +485,89 @@ async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
     finally:
         engine.kill()
         await registry.stop()
+
+
+async def test_a_disk_that_takes_nothing_loses_no_alert(
+    engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto]
+) -> None:
+    """The alert images folder and the outbox cannot be written (here: each replaced by
+    a file, as a full or read-only disk refuses writes): every alert still fires on the
+    event stream and reaches the registry, without images; the engine names the folder
+    in a problem instead of failing."""
+    registry = _registry_with_persons(labelled_photos)
+    await registry.start()
+    engine = engines()
+    try:
+        engine.start()
+        async with EngineClient(engine) as api:
+            await api.put_config(registry_config(registry.url, registry.key))
+            await wait_for(lambda: _gallery_ok(api), "the first registry sync", 60)
+            for folder in ("alerts", "outbox"):
+                shutil.rmtree(engine.data / folder)
+                (engine.data / folder).write_bytes(b"")  # nothing can be written in it
+            async with api.events() as socket:
+                await _next_event(socket)
+                await api.put_config(
+                    registry_config(registry.url, registry.key, camera("door", clip))
+                )
+                seen = await _events_until(socket, lambda events: len(_matches(events)) >= 2)
+            info = await api.info()
+
+            async def delivered() -> bool:
+                return len(registry.registry.alerts) >= 2
+
+            await wait_for(delivered, "the alerts at the registry", 60)
+    finally:
+        engine.kill()
+        await registry.stop()
+    matches = _matches(seen)
+    assert {m["data"]["person_id"] for m in matches} == set(SHOWN)
+    assert [m["data"]["has_images"] for m in matches] == [False, False]
+    assert set(registry.registry.alerts) == {m["data"]["id"] for m in matches}
+    problems = {p["key"]: p for p in info["problems"]}
+    assert problems["storage"]["code"] == "storage_failed"
+    assert problems["storage"]["placeholders"]["folder"] in {
+        str(engine.data.resolve() / "alerts"),
+        str(engine.data.resolve() / "outbox"),
+    }
+    assert "Traceback" not in engine.log_text()
+
+
+async def test_a_stop_records_every_match_on_its_way(tmp_path: Path) -> None:
+    """Matches the pipeline handed over just before a stop are recorded whole (alert,
+    images 0600, event) before the database closes: none is lost to the stop."""
+    data = tmp_path / "data"
+    engine = Engine(data, version="test", media=())
+    await engine.start()
+    handed = [
+        MatchEvent(
+            camera="door",
+            person_id=f"p{n}",
+            similarity=0.7,
+            tier="match",
+            track_id=n,
+            detected_at=time.time(),
+            latency_s=0.1,
+            box=(0.0, 0.0, 10.0, 10.0),
+            snapshot_jpeg=b"\xff\xd8frame",
+            face_jpeg=b"\xff\xd8face",
+        )
+        for n in range(5)
+    ]
+    for event in handed:  # as the pipeline's threads do, right before the stop
+        engine._on_match_threadsafe(event)
+    await engine.stop()
+    store = Store(data)
+    try:
+        kept = {alert["id"] for alert in store.alerts()}
+        logged = [e.data["id"] for e in store.events_after(0) if e.type == "match"]
+    finally:
+        store.close()
+    assert kept == {event.match_id for event in handed}
+    assert sorted(logged) == sorted(kept)
+    for event in handed:
+        frame = engine.image_path(event.match_id, "frame")
+        assert stat.S_IMODE(frame.stat().st_mode) == 0o600
 
 
 async def _gallery_ok(api: EngineClient) -> bool:

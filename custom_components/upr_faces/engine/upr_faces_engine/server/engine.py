@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -80,6 +81,7 @@ MAX_SYNC_BACKOFF: Final = 300.0
 HOUSEKEEPING_INTERVAL: Final = 3600.0
 PHOTO_CACHE_SIZE: Final = 64
 TEST_TIMEOUT: Final = 10.0
+MATCH_DRAIN_TIMEOUT: Final = 5.0
 DEFAULT_MEDIA: Final = (Path("/media"), Path("/share"))
 
 
@@ -178,6 +180,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._matches: set[asyncio.Task[None]] = set()  # alerts being recorded
         self._sync_task: asyncio.Task[None] | None = None
         self._sync_wake = asyncio.Event()
         self._outbox_stop: asyncio.Event | None = None
@@ -214,9 +217,19 @@ class Engine:
                 _LOGGER.error("The saved configuration cannot be applied: %s", err)
 
     async def stop(self) -> None:
-        """Stop every camera, task and thread; close the database."""
+        """Stop every camera, task and thread; close the database.
+
+        In this order: the pipeline first (no new match), then every match already on
+        its way is recorded whole (alert, images, outbox, event), and only then the other
+        tasks are cancelled and the database closed, so a stop loses no alert."""
         self._stop.set()
         self._sync_wake.set()
+        if self.pipeline is not None:
+            pipeline, self.pipeline = self.pipeline, None
+            await asyncio.to_thread(pipeline.stop)
+        await asyncio.sleep(0)  # matches the pipeline handed over while it stopped
+        if self._matches:
+            await asyncio.wait(list(self._matches), timeout=MATCH_DRAIN_TIMEOUT)
         if self._outbox_stop is not None:
             self._outbox_stop.set()
         for task in list(self._tasks):
@@ -225,9 +238,6 @@ class Engine:
             if download.task is not None:
                 download.task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.pipeline is not None:
-            await asyncio.to_thread(self.pipeline.stop)
-            self.pipeline = None
         for camera in self.cameras.values():
             if camera.unsubscribe is not None:
                 camera.unsubscribe()
@@ -754,7 +764,11 @@ class Engine:
             self._loop.call_soon_threadsafe(self._schedule_match, event)
 
     def _schedule_match(self, event: MatchEvent) -> None:
-        self._spawn(self._handle_match(event), f"match {event.match_id}")
+        task = asyncio.get_running_loop().create_task(
+            self._handle_match(event), name=f"upr-faces match {event.match_id}"
+        )
+        self._matches.add(task)  # not cancelled on stop: drained (see stop())
+        task.add_done_callback(self._matches.discard)
 
     def image_path(self, alert_id: str, kind: str) -> Path:
         """Where an alert's face crop or frame is kept."""
@@ -768,11 +782,34 @@ class Engine:
                 written = True
         return written
 
+    def _storage(self, folder: Path, err: BaseException | None) -> None:
+        """Raise (an error) or clear (None) the problem of a folder the engine cannot
+        write: the alert goes on without what could not be kept."""
+        if err is None:
+            if "storage" in self.problems and self.problems["storage"]["placeholders"].get(
+                "folder"
+            ) == str(folder):
+                self._problem("storage", None)
+            return
+        error = getattr(err, "strerror", None) or str(err)
+        if "storage" not in self.problems:
+            _LOGGER.error(
+                "UPR Faces cannot write in %s (%s): alerts go on without it", folder, error
+            )
+        self._problem("storage", "storage_failed", folder=str(folder), error=error)
+
     async def _handle_match(self, event: MatchEvent) -> None:
         person = self.gallery.persons.get(event.person_id) if self.gallery else None
         camera = self.cameras.get(event.camera)
         camera_name = camera.config.name if camera else event.camera
-        has_images = await asyncio.to_thread(self._write_images, event)
+        try:
+            has_images = await asyncio.to_thread(self._write_images, event)
+        except OSError as err:  # a full or read-only disk: the alert still goes out
+            has_images = False
+            self._storage(self.alerts_folder, err)
+        else:
+            if has_images:
+                self._storage(self.alerts_folder, None)
         self._last_detection = max(self._last_detection or 0.0, event.detected_at)
         alert = {
             "id": event.match_id,
@@ -794,7 +831,10 @@ class Engine:
             "decided_at": None,
             "comment": None,
         }
-        self.store.put_alert(alert)
+        try:
+            self.store.put_alert(alert)
+        except (sqlite3.Error, OSError) as err:
+            self._storage(self.data, err)
         if self.client is not None and self.outbox is not None:
             payload = {
                 "id": event.match_id,
@@ -809,19 +849,45 @@ class Engine:
             }
             try:
                 await self.outbox.async_enqueue_alert(payload)
+            except OSError as err:  # not kept on disk: sent now, once, without the outbox
+                self._storage(self.outbox.folder, err)
+                self._spawn(self._send_unqueued(payload), f"alert {event.match_id}")
             except UprFacesError as err:
                 _LOGGER.error(
                     "Alert %s could not be queued for the registry: %s", event.match_id, err
                 )
+        try:
+            self._record_match(alert, camera_name)
+        except (sqlite3.Error, OSError) as err:
+            self._storage(self.data, err)
+            event_now = Event(0, time.time(), "match", public_alert(alert))
+            for queue in self._subscribers:  # still told live, though not kept
+                queue.put_nowait(event_now)
+
+    def _record_match(self, alert: dict[str, Any], camera_name: str) -> None:
+        """The audit line and the event of a new alert (SQLite)."""
         self._audit(
             "alert",
-            match_id=event.match_id,
-            tier=event.tier,
-            person_id=event.person_id,
+            match_id=alert["id"],
+            tier=alert["tier"],
+            person_id=alert["person_id"],
             camera=camera_name,
             similarity=alert["similarity"],
         )
         self.emit("match", public_alert(alert))
+
+    async def _send_unqueued(self, payload: dict[str, Any]) -> None:
+        """Deliver an alert the outbox could not keep on disk, trying for a while."""
+        assert self.client is not None
+        for attempt in range(5):
+            try:
+                await self.client.post_alert(payload)
+                return
+            except UprFacesError as err:
+                if attempt == 4:
+                    _LOGGER.error("Alert %s did not reach the registry: %s", payload["id"], err)
+                    return
+                await asyncio.sleep(5.0 * 2**attempt)
 
     def alert(self, alert_id: str) -> dict[str, Any]:
         """One alert, as clients see it."""
@@ -1236,13 +1302,19 @@ class Engine:
             },
             "last_detection": _iso(self._last_detection) if self._last_detection else None,
             "alerts_pending": self.store.count_alerts("pending"),
-            "outbox": {
-                "pending": self.outbox.pending if self.outbox else 0,
-                "rejected": self.outbox.rejected if self.outbox else 0,
-            },
+            "outbox": _outbox_info(self.outbox.status() if self.outbox else None),
             "events": {"first_id": first, "last_id": last, "epoch": self.store.epoch},
             "problems": list(self.problems.values()),
         }
+
+
+def _outbox_info(status: dict[str, Any] | None) -> dict[str, Any]:
+    """What clients see of the outbox: pending, rejected and stuck items, since when the
+    oldest stuck one waits and why."""
+    if status is None:
+        return {"pending": 0, "rejected": 0, "stuck": 0, "stuck_since": None, "stuck_error": None}
+    since = status["stuck_since"]
+    return {**status, "stuck_since": _iso(since) if since is not None else None}
 
 
 def public_alert(alert: dict[str, Any]) -> dict[str, Any]:
