@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
@@ -367,6 +368,15 @@ _IP_CAMERA_SCHEMA: Final = vol.Schema(
         **_CAMERA_OVERRIDES,
     }
 )
+
+
+def _not_finite(values: Mapping[str, Any]) -> str | None:
+    """The first numeric field holding NaN or an infinity (Home Assistant's number
+    selector lets "NaN" through: every comparison with it is false)."""
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return key
+    return None
 
 
 def _thresholds_error(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> str | None:
@@ -1118,7 +1128,10 @@ class UprFacesOptionsFlow(OptionsFlow):
         """One form with every tunable."""
         current = {**DEFAULT_OPTIONS, **self.config_entry.options}
         errors: dict[str, str] = {}
-        if user_input is not None:
+        if user_input is not None and (bad := _not_finite(user_input)) is not None:
+            errors[bad] = "not_a_number"
+            current = {**current, **{k: v for k, v in user_input.items() if k != bad}}
+        elif user_input is not None:
             options = {
                 **self.config_entry.options,
                 CONF_MATCH_THRESHOLD: float(user_input[CONF_MATCH_THRESHOLD]),
@@ -1328,6 +1341,8 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         client = self._client()
         if client is None:
             raise _FieldError("base", "engine_unreachable")
+        if (bad := _not_finite(user_input)) is not None:
+            raise _FieldError(bad, "not_a_number")
         if (error := _thresholds_error(user_input, self._entry_options())) is not None:
             raise _FieldError(CONF_PROBABLE_THRESHOLD, error)
         try:

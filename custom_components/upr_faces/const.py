@@ -83,5 +83,6 @@ SIGNED_URL_EXPIRY: Final = timedelta(minutes=5)
 CAMERA_OFFLINE_REPAIR_AFTER: Final = timedelta(minutes=10)
 ENGINE_DOWN_REPAIR_AFTER: Final = timedelta(minutes=10)
 REGISTRY_DOWN_REPAIR_AFTER: Final = timedelta(hours=1)
+OUTBOX_STUCK_REPAIR_AFTER: Final = timedelta(hours=1)
 # how often the engine's counters (faces in view, stream states) are read
 STATS_INTERVAL: Final = timedelta(seconds=2)

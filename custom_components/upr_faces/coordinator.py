@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +74,7 @@ from .const import (
     EVENT_AUDIT,
     EVENT_MATCH,
     MODEL_PACK_CUSTOM,
+    OUTBOX_STUCK_REPAIR_AFTER,
     REGISTRY_DOWN_REPAIR_AFTER,
     SIGNED_URL_EXPIRY,
     SOURCE_REGISTRY,
@@ -122,7 +124,8 @@ def camera_subentries(entry: ConfigEntry[Any]) -> dict[str, ConfigSubentry]:
 def engine_config(entry: ConfigEntry[Any]) -> dict[str, Any]:
     """The configuration the engine runs for this entry (docs/engine_api.md)."""
     data = entry.data
-    options = {**DEFAULT_OPTIONS, **entry.options}
+    # a non-finite number (stored by an older version) falls back to the default
+    options = {**DEFAULT_OPTIONS, **{k: v for k, v in entry.options.items() if _finite(v)}}
     if data.get(CONF_GALLERY_SOURCE) == SOURCE_REGISTRY:
         gallery: dict[str, Any] = {
             "source": "registry",
@@ -144,7 +147,7 @@ def engine_config(entry: ConfigEntry[Any]) -> dict[str, Any]:
             "source": sub.data[CONF_SOURCE],
         }
         for key in (CONF_MATCH_THRESHOLD, CONF_PROBABLE_THRESHOLD):
-            if sub.data.get(key) is not None:
+            if sub.data.get(key) is not None and _finite(sub.data[key]):
                 camera[key] = float(sub.data[key])
         cameras.append(camera)
     return {
@@ -163,6 +166,10 @@ def engine_config(entry: ConfigEntry[Any]) -> dict[str, Any]:
         },
         "cameras": cameras,
     }
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _time(text: str | None) -> datetime | None:
@@ -737,6 +744,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 ),
             )
         gallery = info.get("gallery") or {}
+        outbox = info.get("outbox") or {}
         problems = {p.get("key"): p for p in info.get("problems", [])}
         registry = self.config_entry.data.get(CONF_GALLERY_SOURCE) == SOURCE_REGISTRY
         registry_problem = str((problems.get("registry") or {}).get("code", ""))
@@ -745,7 +753,9 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             gallery_size=int(gallery.get("persons") or 0),
             last_sync=_time(gallery.get("synced_at")),
             pending_alerts=int(info.get("alerts_pending") or 0),
-            outbox_pending=int((info.get("outbox") or {}).get("pending") or 0),
+            outbox_pending=int(outbox.get("pending") or 0),
+            outbox_stuck=int(outbox.get("stuck") or 0),
+            outbox_stuck_since=_time(outbox.get("stuck_since")),
             last_detection=_time(info.get("last_detection")),
             registry_reachable=None if not registry else registry_problem != "registry_unreachable",
         )
@@ -811,6 +821,35 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             )
         else:
             ir.async_delete_issue(self.hass, DOMAIN, models_issue)
+        storage = problems.get("storage")
+        storage_issue = f"storage_failed_{entry_id}"
+        if storage is not None and storage.get("code") == "storage_failed":
+            self._issue(
+                storage_issue,
+                "storage_failed",
+                {k: str(v) for k, v in (storage.get("placeholders") or {}).items()},
+                error=True,
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, storage_issue)
+        stuck_issue = f"outbox_stuck_{entry_id}"
+        stuck_since = data.outbox_stuck_since
+        if (
+            data.outbox_stuck
+            and stuck_since is not None
+            and dt_util.utcnow() - stuck_since >= OUTBOX_STUCK_REPAIR_AFTER
+        ):
+            self._issue(
+                stuck_issue,
+                "outbox_stuck",
+                {
+                    "count": str(data.outbox_stuck),
+                    "since": stuck_since.isoformat(),
+                    "error": str((self.info.get("outbox") or {}).get("stuck_error") or "-"),
+                },
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, stuck_issue)
         registry = problems.get("registry")
         registry_issue = f"registry_unreachable_{entry_id}"
         if registry is not None and registry.get("code") == "registry_auth_failed":

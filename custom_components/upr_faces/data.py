@@ -100,6 +100,8 @@ class HubData:
     last_sync: datetime | None = None
     pending_alerts: int = 0
     outbox_pending: int = 0
+    outbox_stuck: int = 0
+    outbox_stuck_since: datetime | None = None
     last_detection: datetime | None = None
     registry_reachable: bool | None = None
 

@@ -100,6 +100,20 @@ HUB_SENSORS: tuple[HubSensorDescription, ...] = (
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda data: data.outbox_pending,
     ),
+    HubSensorDescription(
+        key="outbox_stuck",
+        translation_key="outbox_stuck",
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda data: data.outbox_stuck,
+    ),
+    HubSensorDescription(
+        key="outbox_stuck_since",
+        translation_key="outbox_stuck_since",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda data: data.outbox_stuck_since,
+    ),
 )
 
 CAMERA_SENSORS: tuple[CameraSensorDescription, ...] = (

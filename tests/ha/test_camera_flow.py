@@ -135,6 +135,10 @@ async def test_ip_camera(
         },
     )
     assert result["errors"] == {CONF_PROBABLE_THRESHOLD: "probable_above_match"}
+    result = await hass.config_entries.subentries.async_configure(
+        flow_id, {CONF_NAME: "Door", CONF_SOURCE: rtsp.url, CONF_MATCH_THRESHOLD: "NaN"}
+    )
+    assert result["errors"] == {CONF_MATCH_THRESHOLD: "not_a_number"}
     assert SECRET not in _shown(result)
     assert _suggested(result)[CONF_SOURCE] == masked
 

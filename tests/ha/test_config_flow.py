@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import zipfile
@@ -27,7 +28,11 @@ import voluptuous as vol
 from aiohttp import web
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState, ConfigFlowResult
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESSED, FlowResultType
+from homeassistant.data_entry_flow import (
+    EVENT_DATA_ENTRY_FLOW_PROGRESSED,
+    FlowResultType,
+    InvalidData,
+)
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.upr_faces.config_flow import (
@@ -68,6 +73,7 @@ from custom_components.upr_faces.const import (
     SOURCE_FOLDER,
     SOURCE_REGISTRY,
 )
+from custom_components.upr_faces.coordinator import engine_config
 
 from ..service.engine_process import EngineProcess
 from ..streams import closed_port
@@ -838,6 +844,46 @@ async def test_options(hass: HomeAssistant, engine: EngineProcess, tmp_path: Pat
     assert entry.options == wanted | {CONF_PROBABLE_THRESHOLD: 0.5, CONF_DET_SIZE: 480}
     assert isinstance(entry.options[CONF_COOLDOWN], int)
     assert isinstance(entry.options[CONF_RETRY_BACKOFF], float)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        CONF_MATCH_THRESHOLD,
+        CONF_PROBABLE_THRESHOLD,
+        CONF_DETECTION_FPS,
+        CONF_COOLDOWN,
+        CONF_RETRY_BACKOFF,
+        CONF_RETENTION_DAYS,
+    ],
+)
+@pytest.mark.parametrize("text", ["NaN", "inf", "-Infinity"])
+async def test_options_refuse_what_is_not_a_number(
+    hass: HomeAssistant, engine: EngineProcess, tmp_path: Path, field: str, text: str
+) -> None:
+    """ "NaN" (or an infinity) passes Home Assistant's number selector: the form says it is
+    not a number, nothing is saved, and sane values are taken afterwards. An entry that
+    holds one already (saved by an older version) runs on the default instead."""
+    entry = _folder_entry(tmp_path / "gallery", engine)
+    entry.add_to_hass(hass)
+    before = dict(entry.options)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    sane = {**DEFAULT_OPTIONS, CONF_DET_SIZE: "640"}
+    with pytest.raises(InvalidData):
+        await hass.config_entries.options.async_configure(result["flow_id"], sane | {field: "inf"})
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], sane | {field: "NaN"}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {field: "not_a_number"}
+    assert dict(entry.options) == before
+    result = await hass.config_entries.options.async_configure(result["flow_id"], sane)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+    hass.config_entries.async_update_entry(entry, options={**entry.options, field: math.nan})
+    pushed = engine_config(entry)["options"]
+    assert all(math.isfinite(value) for value in pushed.values())
+    assert pushed[field] == float(DEFAULT_OPTIONS[field])
 
 
 # ------------------------------------------------------------------------------ reauth

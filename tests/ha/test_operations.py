@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -405,6 +406,93 @@ async def test_registry_outage_and_recovery(
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert [flow["context"]["source"] for flow in flows] == ["reauth"]
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_alerts_the_registry_refuses_are_counted_then_repaired(
+    hass: HomeAssistant,
+    http: None,
+    registry: UprServer,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+) -> None:
+    """The registry answers every alert with 500: the alerts still fire in Home Assistant,
+    and the sensors show them stuck and since when; past an hour a repair issue says so;
+    once the registry takes them they are delivered, the count falls to 0 and the issue
+    goes."""
+    registry.fail(500, times=100_000, path="/alerts", method="POST")
+    entry = registry_entry(registry, test_pack, clip, engine)
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    before = dt_util.utcnow()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator = entry.runtime_data
+    await wait_for(lambda: len(events) == 2, 40)
+
+    async def refreshed_until(done: Callable[[], bool]) -> None:
+        for _ in range(300):
+            await coordinator._async_refresh_info()
+            if done():
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError("timed out waiting")
+
+    await refreshed_until(lambda: coordinator.data.outbox_stuck == 2)
+    entities = er.async_get(hass)
+    stuck = entities.async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_outbox_stuck")
+    since = entities.async_get_entity_id("sensor", DOMAIN, f"{entry.entry_id}_outbox_stuck_since")
+    assert stuck is not None
+    assert since is not None
+    assert hass.states.get(stuck).state == "2"
+    waiting_since = dt_util.parse_datetime(hass.states.get(since).state)
+    assert waiting_since is not None
+    assert before - timedelta(seconds=2) <= waiting_since <= dt_util.utcnow()
+    issues = ir.async_get(hass)
+    issue_id = f"outbox_stuck_{entry.entry_id}"
+    coordinator._check_repairs()
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+    with freeze_time(dt_util.utcnow() + timedelta(hours=1, minutes=1)):
+        coordinator._check_repairs()
+    issue = issues.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders["count"] == "2"
+    assert "500" in issue.translation_placeholders["error"]
+
+    registry.faults.clear()  # the registry takes them now
+    await refreshed_until(lambda: coordinator.data.outbox_pending == 0)
+    assert hass.states.get(stuck).state == "0"
+    assert {a["id"] for a in registry.received()["alerts"]} == {e.data["match_id"] for e in events}
+    coordinator._check_repairs()
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_a_folder_the_engine_cannot_write_is_a_repair(
+    hass: HomeAssistant,
+    http: None,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    """The engine's alert images folder takes no write (a full or read-only disk): the
+    alerts still fire in Home Assistant, and a repair issue names the folder."""
+    shutil.rmtree(engine.data / "alerts")
+    (engine.data / "alerts").write_bytes(b"")
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator = entry.runtime_data
+    await wait_for(lambda: len(events) >= 1, 40)
+    await coordinator._async_refresh_info()
+    coordinator._check_repairs()
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"storage_failed_{entry.entry_id}")
+    assert issue is not None
+    assert issue.severity is ir.IssueSeverity.ERROR
+    assert issue.translation_placeholders["folder"] == str((engine.data / "alerts").resolve())
+    assert events[0].data["person_id"] in ("deepface_C", "deepface_D")
 
 
 async def test_not_loaded_entry_in_views(
