@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from upr_faces_engine.alerts import MatchEvent
-from upr_faces_engine.server.engine import Engine
+from upr_faces_engine.server.engine import TEST_TIMEOUT, Engine
 from upr_faces_engine.server.store import Store
 
 from ..conftest import LabelledPhoto
@@ -485,6 +485,36 @@ async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
     finally:
         engine.kill()
         await registry.stop()
+
+
+async def test_a_stalling_registry_fails_the_form_test_in_bounded_time(
+    engines: Engines, gallery: Path
+) -> None:
+    """A registry that answers its health check late and then says nothing for the
+    first page is reported unreachable within the engine's test time in all, not one
+    long timeout per call: a person waits on that form."""
+    registry = UprServer()
+    await registry.start()
+    engine = engines()
+    try:
+        with engine:
+            async with EngineClient(engine) as api:
+                await api.put_config(folder_config(gallery))
+                registry.delay(TEST_TIMEOUT * 0.7, path="/health")
+                registry.delay(120, path="/persons")
+                began = time.monotonic()
+                status, answer = await api.request(
+                    "POST",
+                    "/registry/test",
+                    {"url": registry.url, "api_key": registry.key, "verify_ssl": True},
+                )
+                took = time.monotonic() - began
+    finally:
+        await registry.stop()
+    assert status == 200
+    assert answer["error"]["code"] == "cannot_connect"
+    assert took < TEST_TIMEOUT + 2.5  # one bounded wait, not one per call
+    assert sum(1 for _m, path in registry.requests if path.endswith("/health")) == 1
 
 
 async def test_a_disk_that_takes_nothing_loses_no_alert(
