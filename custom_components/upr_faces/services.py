@@ -9,6 +9,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
+from homeassistant.util import dt as dt_util
 
 from .client import EngineError
 from .const import DOMAIN
@@ -108,8 +109,9 @@ async def _export_audit(call: ServiceCall) -> ServiceResponse:
     coordinator = _coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
     since = call.data.get(ATTR_SINCE)
     try:
+        # the UI's datetime selector gives a naive time: Home Assistant's time zone
         entries: list[Any] = await coordinator.client.audit(
-            since.timestamp() if since is not None else None
+            dt_util.as_utc(since).timestamp() if since is not None else None
         )
         alerts: list[Any] = [
             Alert.from_engine(item).as_dict() for item in await coordinator.client.alerts(5000)

@@ -8,7 +8,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -138,6 +138,24 @@ async def test_folder_entry_operations(
         return_response=True,
     )
     assert later["audit"] == []
+    # as the UI's datetime selector sends it: a naive time, in Home Assistant's time zone
+    # (here far from the machine's UTC)
+    await hass.config.async_set_time_zone("America/Los_Angeles")
+    local_now = dt_util.as_local(dt_util.utcnow()).replace(tzinfo=None)
+
+    async def audit_since(when: datetime) -> list[Any]:
+        answer = await hass.services.async_call(
+            DOMAIN,
+            "export_audit",
+            {"config_entry_id": entry.entry_id, "since": when.isoformat(sep=" ")},
+            blocking=True,
+            return_response=True,
+        )
+        return list(answer["audit"])
+
+    assert await audit_since(local_now + timedelta(minutes=30)) == []
+    recent = await audit_since(local_now - timedelta(minutes=30))
+    assert any(a["action"] == "gallery_refresh" for a in recent)
     with pytest.raises(ServiceValidationError) as err:
         await hass.services.async_call(
             DOMAIN, "refresh_gallery", {"config_entry_id": "nope"}, blocking=True
