@@ -75,14 +75,16 @@ async def ws_subscribe_alerts(
     """Send recent alerts, then every new alert and every verdict as they happen."""
     entry_id: str | None = msg.get("config_entry_id")
     entries = _entries(hass, entry_id)
-    views = []
+    found: list[tuple[UprFacesConfigEntry, Alert]] = []
     for entry in entries:
         try:
             recent = await entry.runtime_data.client.alerts(msg["limit"])
         except EngineError:
             continue  # an engine that is down shows nothing until it is back
-        views += [alert_view(hass, entry, Alert.from_engine(item)) for item in recent]
-    alerts = sorted(views, key=lambda view: view["detected_at"], reverse=True)[: msg["limit"]]
+        found += [(entry, Alert.from_engine(item)) for item in recent]
+    found.sort(key=lambda pair: pair[1].detected_at, reverse=True)
+    # only what is sent is signed
+    alerts = [alert_view(hass, entry, record) for entry, record in found[: msg["limit"]]]
 
     unsubs = []
     for entry in entries:
