@@ -12,6 +12,13 @@ Import from a test module::
 * :class:`MjpegServer` / :func:`mjpeg_server` serve JPEG frames as
   ``multipart/x-mixed-replace`` with aiohttp, in a thread of its own so that blocking and
   async tests can both use it; also stoppable, pausable and restartable on the same port.
+  It can also misbehave: hang up (or fall silent) after every few frames
+  (``frames_per_connection``, ``hang_up``),
+  send empty parts (frames ``[b""]``) or parts no decoder can read
+  (:func:`undecodable_jpegs`).
+* :class:`HangUpProxy` / :func:`hang_up_proxy` stand in front of an RTSP server and drop
+  each connection once it has carried a few whole video frames (a camera that hangs up
+  after every picture).
 * :func:`silent_tcp_server` (accepts connections, never answers) and :func:`closed_port`.
 
 Every helper cleans up after itself (no thread, no process left behind: the Home Assistant
@@ -303,6 +310,8 @@ class MjpegServer:
         boundary: str = "frameboundary",
         content_length: bool = True,
         digest: bool = False,
+        frames_per_connection: int | None = None,
+        hang_up: bool = True,
     ) -> None:
         if isinstance(frames, Path | str):
             frames = jpeg_frames_from_clip(frames)
@@ -317,8 +326,13 @@ class MjpegServer:
         self.boundary = boundary
         self.content_length = content_length
         self.digest = digest
+        # hang up after this many frames on each connection (None: stream for ever); may
+        # be changed while serving, for the connections that come next
+        self.frames_per_connection = frames_per_connection
+        self.hang_up = hang_up  # after them: hang up, or keep the connection and say nothing
         self.frames_sent = 0
         self.clients = 0
+        self.connections = 0  # stream requests answered, all connections together
         self._paused = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -382,10 +396,17 @@ class MjpegServer:
         )
         await response.prepare(request)
         self.clients += 1
+        self.connections += 1
         index = 0
         interval = 1.0 / self.fps
+        limit = self.frames_per_connection
         try:
             while not self._closing.is_set():
+                if limit is not None and index >= limit:
+                    if self.hang_up:
+                        break
+                    await self._closing.wait()
+                    break
                 if self._paused.is_set():
                     await asyncio.sleep(0.05)
                     continue
@@ -498,9 +519,13 @@ def mjpeg_server(
     password: str | None = None,
     content_length: bool = True,
     digest: bool = False,
+    frames_per_connection: int | None = None,
+    hang_up: bool = True,
 ) -> Iterator[MjpegServer]:
     """A running :class:`MjpegServer`; its ``url`` is the stream's address. With ``user``
-    it wants Basic authentication, or Digest with ``digest=True``."""
+    it wants Basic authentication, or Digest with ``digest=True``; with
+    ``frames_per_connection`` it hangs up after that many frames on every connection (or,
+    with ``hang_up=False``, keeps it open and silent)."""
     server = MjpegServer(
         frames,
         fps=fps,
@@ -509,9 +534,178 @@ def mjpeg_server(
         password=password,
         content_length=content_length,
         digest=digest,
+        frames_per_connection=frames_per_connection,
+        hang_up=hang_up,
     )
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def undecodable_jpegs(jpeg: Jpeg) -> list[Jpeg]:
+    """Parts that begin as a JPEG does and that no decoder can read (checked with OpenCV):
+    garbage after the start marker, ``jpeg`` cut inside its headers, and ``jpeg`` with
+    everything from its scan on replaced by garbage."""
+    scan = jpeg.find(b"\xff\xda")
+    if scan < 0:
+        raise ValueError("not a baseline JPEG")
+    variants = [
+        b"\xff\xd8" + b"\x00 not a picture " * 400 + b"\xff\xd9",
+        jpeg[:100],
+        jpeg[:scan] + b" garbage " * 400 + b"\xff\xd9",
+    ]
+    for data in variants:
+        if cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) is not None:
+            raise ValueError("OpenCV decodes a part meant to be undecodable")
+    return variants
+
+
+# --------------------------------------------------------------------------- hanging up
+
+
+class HangUpProxy:
+    """A TCP proxy on 127.0.0.1 in front of an RTSP server that hangs up each connection
+    once it has carried ``frames`` whole video frames (interleaved RTP packets on channel 0
+    with the marker bit): a camera that drops its stream after every picture or two.
+    ``connections`` counts the connections it took. Runs one thread of its own."""
+
+    def __init__(self, upstream_port: int, *, frames: int = 2) -> None:
+        self.upstream_port = upstream_port
+        self.frames = frames
+        self.port = 0
+        self.connections = 0
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def url_for(self, url: str) -> str:
+        """``url`` (the RTSP server's) pointed at the proxy."""
+        return url.replace(f"{HOST}:{self.upstream_port}/", f"{HOST}:{self.port}/", 1)
+
+    def start(self) -> None:
+        """Listen and start relaying."""
+        listener = socket.socket()
+        listener.bind((HOST, 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="test hang-up proxy", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close every connection and the listener; join the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _run(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        peers: dict[socket.socket, socket.socket] = {}
+        parsers: dict[socket.socket, _RtspFrames] = {}  # keyed by the upstream socket
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+
+            def drop(sock: socket.socket) -> None:
+                other = peers.pop(sock, None)
+                for end in (sock, other):
+                    if end is None:
+                        continue
+                    peers.pop(end, None)
+                    parsers.pop(end, None)
+                    with contextlib.suppress(KeyError, ValueError):
+                        selector.unregister(end)
+                    end.close()
+
+            try:
+                while not self._stop.is_set():
+                    for key, _events in selector.select(0.05):
+                        sock = key.fileobj
+                        assert isinstance(sock, socket.socket)
+                        if sock is listener:
+                            with contextlib.suppress(BlockingIOError):
+                                client, _address = listener.accept()
+                                self.connections += 1
+                                try:
+                                    upstream = socket.create_connection(
+                                        (HOST, self.upstream_port), timeout=5
+                                    )
+                                except OSError:  # the server is down: so is the proxy
+                                    client.close()
+                                    continue
+                                client.settimeout(5)
+                                peers[client], peers[upstream] = upstream, client
+                                parsers[upstream] = _RtspFrames()
+                                selector.register(client, selectors.EVENT_READ)
+                                selector.register(upstream, selectors.EVENT_READ)
+                            continue
+                        if sock not in peers:
+                            continue
+                        try:
+                            data = sock.recv(65536)
+                            if data:
+                                peers[sock].sendall(data)
+                        except OSError:
+                            data = b""
+                        parser = parsers.get(sock)
+                        if not data or (parser is not None and parser.feed(data) >= self.frames):
+                            drop(sock)
+            finally:
+                for sock in list(peers):
+                    drop(sock)
+                listener.close()
+
+    def __enter__(self) -> HangUpProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _RtspFrames:
+    """Counts the whole video frames in what an RTSP server sends over TCP: RTSP answers
+    (head and body) and interleaved packets (``$``, channel, length, data)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.frames = 0
+
+    def feed(self, data: bytes) -> int:
+        self._buffer += data
+        while self._buffer:
+            if self._buffer[0] == 0x24:  # '$'
+                if len(self._buffer) < 4:
+                    break
+                channel, size = self._buffer[1], int.from_bytes(self._buffer[2:4], "big")
+                if len(self._buffer) < 4 + size:
+                    break
+                packet, self._buffer = self._buffer[4 : 4 + size], self._buffer[4 + size :]
+                if channel == 0 and len(packet) >= 2 and packet[1] & 0x80:  # RTP marker
+                    self.frames += 1
+                continue
+            head_end = self._buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                break
+            found = re.search(rb"(?im)^content-length:\s*(\d+)", self._buffer[:head_end])
+            end = head_end + 4 + (int(found.group(1)) if found else 0)
+            if len(self._buffer) < end:
+                break
+            self._buffer = self._buffer[end:]
+        return self.frames
+
+
+@contextlib.contextmanager
+def hang_up_proxy(upstream_port: int, *, frames: int = 2) -> Iterator[HangUpProxy]:
+    """A running :class:`HangUpProxy` in front of the RTSP server on ``upstream_port``."""
+    proxy = HangUpProxy(upstream_port, frames=frames)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -37,18 +37,21 @@ from upr_faces_engine.sources import (
     unmask_source,
     usb,
 )
-from upr_faces_engine.sources.stream import decode_jpeg
+from upr_faces_engine.sources.stream import decode_jpeg, is_jpeg
 from upr_faces_engine.sources.usb import _sys_name
 
 from .streams import (
     ROOT,
     MjpegServer,
     closed_port,
+    encode_jpeg,
+    hang_up_proxy,
     jpeg_frames_from_photos,
     make_clip,
     mjpeg_server,
     rtsp_server,
     silent_tcp_server,
+    undecodable_jpegs,
 )
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
@@ -713,3 +716,163 @@ def test_make_clip_script(faces_dir: Path, tmp_path: Path) -> None:
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 1280, 720)
         keyframes = [p.pts for p in container.demux(stream) if p.is_keyframe]
     assert len(keyframes) >= 3  # a keyframe every second
+
+
+# --------------------------------------------------------------------------- misbehaving streams
+
+
+def _logged(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == level and text in record.getMessage()
+    ]
+
+
+def test_mjpeg_that_hangs_up_after_each_frame_backs_off_and_logs_once(
+    jpegs: list[bytes], cameras: Cameras, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection: a camera closing after every frame was reconnected to in a tight
+    loop (7866 "offline" warnings in 30 s, twice the CPU of a working stream). A connection
+    that delivered a frame and dropped does not reset the backoff, the camera stays offline
+    while it flaps, and that is logged once, as is its coming back."""
+    caplog.set_level(logging.INFO, logger="upr_faces_engine.sources")
+    with mjpeg_server(jpegs, frames_per_connection=1) as server:
+        camera = cameras(server.url, stable_after=1.0)
+        states = collect_states(camera)
+        time.sleep(4.0)
+        assert camera.stats.frames_read >= 3  # every connection did bring a picture
+        # backoff 0.2, 0.4, 0.8 then 1.0 s: six connections or so in 4 s, not thousands
+        reconnects, connections = camera.stats.reconnects, server.connections
+        assert 3 <= connections <= 8
+        assert connections - 1 <= reconnects <= connections
+        assert camera.state is SourceState.OFFLINE
+        assert camera.reason is not None
+        assert camera.reason.startswith("unstable stream, dropped ")
+        assert camera.reason.endswith(" times in a row (stream ended)")
+        # not a flip per connection: the first one, and the retry that dropped again
+        assert states.count(SourceState.STREAMING) <= 2
+        assert states[-2:] == [SourceState.STREAMING, SourceState.OFFLINE]
+        assert len(_logged(caplog, logging.WARNING, "is offline")) == 1
+        assert _logged(caplog, logging.INFO, "back online") == []
+        server.frames_per_connection = None  # the camera heals
+        wait_state(camera, SourceState.STREAMING, 5)
+        latest = camera.latest()
+        assert latest is not None
+        assert camera.wait_newer(latest.seq, timeout=2) is not None
+        assert states[-1] is SourceState.STREAMING  # and it stays so
+        assert len(_logged(caplog, logging.WARNING, "is offline")) == 1
+        assert len(_logged(caplog, logging.INFO, "back online")) == 1
+
+
+def test_rtsp_that_hangs_up_after_each_frame_backs_off(
+    clip: Timeline, cameras: Cameras, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same over RTSP: a proxy in front of a real server hangs up every connection
+    after two frames."""
+    caplog.set_level(logging.INFO, logger="upr_faces_engine.sources")
+    with rtsp_server(clip.path) as server, hang_up_proxy(server.port, frames=2) as proxy:
+        camera = cameras(proxy.url_for(server.url))
+        time.sleep(4.0)
+        assert camera.stats.frames_read >= 2
+        assert 3 <= proxy.connections <= 8
+        assert camera.state is SourceState.OFFLINE
+        assert camera.reason is not None
+        assert camera.reason.startswith("unstable stream, dropped ")
+        assert len(_logged(caplog, logging.WARNING, "is offline")) == 1
+        assert _logged(caplog, logging.INFO, "back online") == []
+
+
+def test_mjpeg_that_falls_silent_after_each_frame_logs_once(
+    jpegs: list[bytes], cameras: Cameras, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera that sends one frame per connection and then nothing: each connection
+    stalls (read timeout) and the next brings one frame again. Offline is said once, and
+    "back online" not at every frame."""
+    caplog.set_level(logging.INFO, logger="upr_faces_engine.sources")
+    with mjpeg_server(jpegs, frames_per_connection=1, hang_up=False) as server:
+        camera = cameras(server.url, read_timeout=0.8)
+        time.sleep(4.0)
+        assert server.connections >= 3
+        assert camera.stats.frames_read >= 3
+        assert len(_logged(caplog, logging.WARNING, "is offline")) == 1
+        assert _logged(caplog, logging.INFO, "back online") == []
+
+
+def test_a_short_drop_is_not_flapping(jpegs: list[bytes], cameras: Cameras) -> None:
+    """One connection that drops early, then a good one: streaming again at once (only a
+    second early drop in a row holds a camera offline)."""
+    with mjpeg_server(jpegs, frames_per_connection=1) as server:
+        camera = cameras(server.url, retry_backoff=0.5, stable_after=30.0)
+        wait_state(camera, SourceState.OFFLINE, 3)
+        server.frames_per_connection = None
+        wait_state(camera, SourceState.STREAMING, 3)
+        assert server.connections == 2
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_mjpeg_of_empty_parts_goes_offline(content_length: bool, cameras: Cameras) -> None:
+    """Fault injection: multipart boundaries with empty bodies for ever kept a camera
+    "connecting" for ever. It is offline, with a reason, after the read timeout."""
+    with mjpeg_server([b""], fps=30, content_length=content_length) as server:
+        camera = cameras(server.url)
+        wait_state(camera, SourceState.OFFLINE, 4)
+        assert camera.reason == "empty frames for 1.5 s (not an image stream)"
+        assert camera.latest() is None
+        assert camera.stats.frames_read == 0
+        assert camera.stats.decode_errors >= 20
+        assert server.frames_sent >= camera.stats.decode_errors
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_mjpeg_of_undecodable_frames_is_offline(
+    content_length: bool, jpegs: list[bytes], cameras: Cameras
+) -> None:
+    """Fault injection: garbage JPEG bytes in every part showed "streaming". Nothing a
+    consumer would fail to decode is published, and the camera is offline, saying why."""
+    garbage = undecodable_jpegs(jpegs[0])
+    with mjpeg_server(garbage, fps=30, content_length=content_length) as server:
+        camera = cameras(server.url)
+        snapshots = cameras(server.snapshot_url, snapshot_interval=0.05)
+        states = collect_states(camera)
+        for source in (camera, snapshots):
+            wait_state(source, SourceState.OFFLINE, 4)
+            assert source.reason == "undecodable frames for 1.5 s (not an image stream)"
+            assert source.latest() is None
+            assert source.stats.decode_errors >= 10
+        assert SourceState.STREAMING not in states
+
+
+def test_mjpeg_with_some_undecodable_frames_keeps_streaming(
+    jpegs: list[bytes], cameras: Cameras
+) -> None:
+    """A bad part now and then is counted and skipped: the camera streams on."""
+    garbage = undecodable_jpegs(jpegs[0])
+    mixed = [part for pair in zip(jpegs * 2, garbage + garbage[:1], strict=False) for part in pair]
+    with mjpeg_server(mixed, fps=20) as server:
+        camera = cameras(server.url)
+        first = camera.wait_newer(0, timeout=3)
+        assert first is not None
+        states = collect_states(camera)
+        time.sleep(2.5)  # longer than the read timeout
+        assert states == []
+        assert camera.state is SourceState.STREAMING
+        stats = camera.stats
+        assert stats.decode_errors >= 10
+        assert stats.frames_read >= 10
+        latest = camera.latest()
+        assert latest is not None
+        assert latest.image.shape == (720, 1280, 3)
+        assert server.connections == 1
+
+
+def test_is_jpeg_tells_pictures_from_garbage(jpegs: list[bytes]) -> None:
+    image = np.full((120, 160, 3), 40, dtype=np.uint8)
+    ok, progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    ok, grey = cv2.imencode(".jpg", image[:, :, 0])
+    assert ok
+    for picture in (jpegs[0], encode_jpeg(image), progressive.tobytes(), grey.tobytes()):
+        assert is_jpeg(picture)
+    for garbage in [*undecodable_jpegs(jpegs[0]), b"", b"\xff\xd8", b"\xff\xd8\xff\xd9"]:
+        assert not is_jpeg(garbage)

@@ -294,6 +294,19 @@ async def test_bad_configuration_is_refused_and_changes_nothing(
     assert "Traceback" not in engine.log_text()
 
 
+async def test_a_long_retry_delay_is_a_camera_option_like_any(
+    engines: Engines, gallery: Path, clip: Path
+) -> None:
+    """The retry delay goes up to an hour: a camera still starts with one over the
+    camera's default longest backoff (60 s)."""
+    engine = engines()
+    with engine:
+        async with EngineClient(engine) as api:
+            await api.put_config(folder_config(gallery, camera("door", clip), retry_backoff=600))
+            await wait_for(lambda: _camera_state(api, "door", "streaming"), "the camera", 30)
+    assert "ValueError" not in engine.log_text()
+
+
 async def test_clips_only_from_media_folders(
     engines: Engines, gallery: Path, clip: Path, tmp_path: Path
 ) -> None:

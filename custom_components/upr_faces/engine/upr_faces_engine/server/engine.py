@@ -57,6 +57,7 @@ from ..models import (
 from ..outbox import Outbox
 from ..pipeline import Pipeline, PipelineConfig
 from ..sources import (
+    DEFAULT_MAX_BACKOFF,
     CameraSource,
     SourceState,
     default_name,
@@ -502,8 +503,12 @@ class Engine:
         assert self.pipeline is not None
         assert self.config is not None
         config = camera.config
+        backoff = self.config.options.retry_backoff
         source = CameraSource(
-            config.source, name=config.name, retry_backoff=self.config.options.retry_backoff
+            config.source,
+            name=config.name,
+            retry_backoff=backoff,
+            max_backoff=max(DEFAULT_MAX_BACKOFF, backoff),  # the option goes up to an hour
         )
         camera_id = config.id
 

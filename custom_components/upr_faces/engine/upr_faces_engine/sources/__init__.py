@@ -39,10 +39,13 @@ checks for a stop between reads, treating a run of empty reads longer than
 States: ``connecting`` (started, nothing known yet), ``streaming``, ``offline`` (with a
 reason) and ``stopped``. Opening failures and stalls make a camera ``offline``; it retries
 with exponential backoff (``retry_backoff`` doubling up to ``max_backoff``) and comes back
-by itself. A stream that drops after working is retried at once, quietly (at most once per
-``max_backoff``), before the camera is called offline. Going offline is logged once, as
-is coming back. Credentials never appear in logs, reprs, reasons or errors: see
-:func:`mask_url`.
+by itself. A stream that drops after working for ``stable_after`` seconds is retried at
+once, quietly (at most once per ``max_backoff``), before the camera is called offline; one
+that drops sooner is a failed attempt (the backoff goes on doubling), and two such drops in
+a row keep it ``offline`` ("unstable stream") until a connection lasts. An HTTP stream of
+empty or undecodable parts is ``offline`` after ``read_timeout``, never ``streaming``.
+Going offline is logged once, as is coming back. Credentials never appear in logs, reprs,
+reasons or errors: see :func:`mask_url`.
 
 Nothing here imports Home Assistant.
 
@@ -56,6 +59,7 @@ from .camera import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_SNAPSHOT_INTERVAL,
+    DEFAULT_STABLE_AFTER,
     CameraSource,
     SourceState,
     StateListener,
@@ -82,6 +86,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETRY_BACKOFF",
     "DEFAULT_SNAPSHOT_INTERVAL",
+    "DEFAULT_STABLE_AFTER",
     "CameraSource",
     "Frame",
     "Image",

@@ -2,6 +2,17 @@
 
 The back-ends (RTSP and clips through PyAV, HTTP-MJPEG through :mod:`.mjpeg`, USB through
 OpenCV's V4L2 backend) are the ``_session_*`` methods of :class:`CameraSource`.
+
+Reconnecting: a session (one connection) that delivered frames for ``stable_after`` seconds
+was healthy; when it drops, the backoff starts again from ``retry_backoff`` and, at most
+once per ``max_backoff``, the camera is reconnected to at once, quietly. A session that
+dropped sooner counts as a failed attempt: the next one waits the backoff, which goes on
+doubling, so a camera that hangs up after every frame is not reconnected to in a tight
+loop. Two such drops in a row make the camera flap: it stays ``offline`` (reason
+``unstable stream, dropped N times in a row (...)``) until a session has lived
+``stable_after`` seconds. Each problem is logged once: a warning when the camera goes
+offline, an info when it is back: at once after an outage, but only once healthy when the
+session before ended early (hung up or stalled), so a flapping camera says nothing more.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from .stream import (
     Stopped,
     convert_av,
     decode_jpeg,
+    is_jpeg,
     read_only,
 )
 from .usb import device_path
@@ -43,6 +55,7 @@ DEFAULT_READ_TIMEOUT: Final = 10.0
 DEFAULT_RETRY_BACKOFF: Final = 5.0
 DEFAULT_MAX_BACKOFF: Final = 60.0
 DEFAULT_SNAPSHOT_INTERVAL: Final = 0.2
+DEFAULT_STABLE_AFTER: Final = 10.0
 _TICK: Final = 0.5  # longest single blocking FFmpeg read: bounds how long stop() waits
 _MAX_USB_INDEX: Final = 63
 _FPS_WINDOW: Final = 30
@@ -68,7 +81,9 @@ class CameraSource:
 
     ``read_timeout``: a camera that sends no frame for this long (or does not answer) is
     offline. ``open_timeout`` (default ``read_timeout``) bounds the RTSP handshake.
-    ``retry_backoff`` is the first wait before a retry, doubling up to ``max_backoff``.
+    ``retry_backoff`` is the first wait before a retry, doubling up to ``max_backoff``;
+    a session is healthy (and resets the backoff) once it has delivered frames for
+    ``stable_after`` seconds.
     ``decode_threads`` > 1 lets FFmpeg decode a big stream on several cores.
     """
 
@@ -84,10 +99,16 @@ class CameraSource:
         decode_threads: int = 1,
         verify_ssl: bool = True,
         snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
+        stable_after: float = DEFAULT_STABLE_AFTER,
     ) -> None:
         self.spec = source if isinstance(source, SourceSpec) else parse_source(source)
         self.name = mask_url(name) if name else self.spec.masked
-        if read_timeout <= 0 or retry_backoff < 0 or max_backoff < retry_backoff:
+        if (
+            read_timeout <= 0
+            or retry_backoff < 0
+            or max_backoff < retry_backoff
+            or stable_after < 0
+        ):
             raise ValueError("timeouts must be positive and max_backoff >= retry_backoff")
         self.read_timeout = read_timeout
         self.open_timeout = open_timeout if open_timeout is not None else read_timeout
@@ -96,6 +117,7 @@ class CameraSource:
         self.decode_threads = max(1, decode_threads)
         self.verify_ssl = verify_ssl
         self.snapshot_interval = snapshot_interval
+        self.stable_after = stable_after
 
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -112,7 +134,12 @@ class CameraSource:
         self._recent: deque[float] = deque(maxlen=_FPS_WINDOW)
         self._session_frames = 0
         self._mjpeg: MjpegConnection | None = None
-        self._was_offline = False
+        # the reader thread's view of the connections (reset by start()):
+        self._was_offline = False  # gone offline and said so, not yet said to be back
+        self._session_first: float | None = None  # this session's first frame
+        self._session_healthy = False  # this session delivered frames for stable_after
+        self._short_drops = 0  # sessions in a row that hung up before stable_after
+        self._after_drop = False  # the last session ended (hung up, stalled) before it
 
     # public API ---------------------------------------------------------------
     def __repr__(self) -> str:
@@ -178,6 +205,8 @@ class CameraSource:
             raise RuntimeError(f"{self.name} is already running")
         self._stop.clear()
         self._was_offline = False
+        self._short_drops = 0
+        self._after_drop = False
         self._set_state(SourceState.CONNECTING, None)
         self._thread = threading.Thread(
             target=self._run, name=f"upr_faces camera {self.name}", daemon=True
@@ -235,13 +264,15 @@ class CameraSource:
         if previous == state:
             return
         if state is SourceState.OFFLINE:
-            _LOGGER.warning("Camera %s is offline: %s", self.name, reason)
-            self._was_offline = True
-        elif state is SourceState.STREAMING:
-            if self._was_offline:
-                _LOGGER.info("Camera %s is back online", self.name)
-                self._was_offline = False
+            if self._was_offline:  # flapping: said once already
+                _LOGGER.debug("Camera %s is offline again: %s", self.name, reason)
             else:
+                _LOGGER.warning("Camera %s is offline: %s", self.name, reason)
+                self._was_offline = True
+        elif state is SourceState.STREAMING:
+            if self._was_offline and not self._after_drop:
+                self._back_online()
+            else:  # right after an early drop: back once the session proves healthy
                 _LOGGER.debug("Camera %s is streaming", self.name)
         for listener in listeners:
             try:
@@ -259,8 +290,24 @@ class CameraSource:
             self._recent.append(now)
             self._session_frames += 1
             self._cond.notify_all()
-        if self._state is not SourceState.STREAMING and not self._stop.is_set():
+        if self._session_first is None:
+            self._session_first = now
+        if not self._session_healthy and now - self._session_first >= self.stable_after:
+            self._session_healthy = True
+            self._short_drops = 0
+            self._after_drop = False
+            if self._was_offline and self._state is SourceState.STREAMING:
+                self._back_online()
+        if (
+            self._state is not SourceState.STREAMING
+            and not self._stop.is_set()
+            and (self._short_drops < 2 or self._session_healthy)  # a flapping camera waits
+        ):
             self._set_state(SourceState.STREAMING, None)
+
+    def _back_online(self) -> None:
+        _LOGGER.info("Camera %s is back online", self.name)
+        self._was_offline = False
 
     # the reader thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -274,6 +321,8 @@ class CameraSource:
                         self._reconnects += 1
                 attempts += 1
                 self._session_frames = 0
+                self._session_first = None
+                self._session_healthy = False
                 try:
                     self._session()
                     break  # returned: stop requested
@@ -294,16 +343,29 @@ class CameraSource:
                 if self._stop.is_set():
                     break
                 streamed = self._session_frames > 0
+                healthy = self._session_healthy
                 now = time.monotonic()
-                if streamed:
+                if healthy:
                     backoff = self.retry_backoff
                     if not stalled and now - last_quiet_retry >= self.max_backoff:
                         # It worked a moment ago: try again at once, before calling it
                         # offline (cameras drop sessions now and then).
                         last_quiet_retry = now
                         continue
+                # A session that hung up before it was healthy is a failed attempt, or
+                # a camera closing after every frame is reconnected to in a tight loop.
+                # (One that stalled has waited read_timeout already; its coming back is
+                # not announced before it proves healthy either.)
+                early = streamed and not healthy
+                dropped = early and not stalled
+                self._after_drop = early
+                if dropped:
+                    self._short_drops += 1
+                    if self._short_drops >= 2:
+                        drops = self._short_drops
+                        reason = f"unstable stream, dropped {drops} times in a row ({reason})"
                 self._set_state(SourceState.OFFLINE, reason)
-                if streamed:
+                if streamed and not dropped:
                     continue  # reconnect now; offline until frames flow again
                 if self._stop.wait(backoff):
                     break
@@ -442,6 +504,7 @@ class CameraSource:
                 container.close()
 
     def _session_http(self) -> None:
+        last_picture = time.monotonic()  # parts come, but a picture has to, too
         while True:
             connection = MjpegConnection(self.spec.url, self.read_timeout, self.verify_ssl)
             self._mjpeg = connection  # before checking _stop: stop() closes what it sees
@@ -454,16 +517,21 @@ class CameraSource:
                     data = connection.single_image()
                     if not data.startswith((b"\xff\xd8", b"\x89PNG")):
                         raise SessionEnd(f"not an image stream ({connection.content_type or '?'})")
-                    self._publish(decode_jpeg(data))
+                    if data.startswith(b"\x89PNG") or is_jpeg(data):
+                        self._publish(decode_jpeg(data))
+                        last_picture = time.monotonic()
+                    else:
+                        self._no_picture(data, last_picture)
                 else:
+                    last_picture = time.monotonic()
                     for data in connection.parts():
                         if self._stop.is_set():
                             return
-                        if data.startswith(b"\xff\xd8"):
+                        if is_jpeg(data):
                             self._publish(decode_jpeg(data))
+                            last_picture = time.monotonic()
                         else:
-                            with self._cond:
-                                self._decode_errors += 1
+                            self._no_picture(data, last_picture)
             except Stopped:
                 return
             except SessionEnd:
@@ -485,6 +553,17 @@ class CameraSource:
                 connection.release()
             if self._stop.wait(self.snapshot_interval):
                 return
+
+    def _no_picture(self, data: bytes, last_picture: float) -> None:
+        """Count a part that holds no picture (empty, or garbage no decoder can read) and
+        end the session once only such parts came for ``read_timeout``."""
+        with self._cond:
+            self._decode_errors += 1
+        if time.monotonic() - last_picture > self.read_timeout:
+            what = "undecodable" if data.strip() else "empty"
+            raise SessionEnd(
+                f"{what} frames for {self.read_timeout:g} s (not an image stream)", stalled=True
+            )
 
     def _session_usb(self) -> None:
         device = self.spec.device

@@ -165,7 +165,10 @@ class MjpegConnection:
         assert self._response is not None
         if time.monotonic() - self._last_part > self._timeout:
             raise SessionEnd(f"no frame for {self._timeout:g} s", stalled=True)
-        chunk = self._response.read1(65536)
+        try:
+            chunk = self._response.read1(65536)
+        except http.client.IncompleteRead:  # hung up inside a chunk: cameras do not say bye
+            raise SessionEnd("stream ended") from None
         if not chunk:
             raise SessionEnd("stream ended")
         self._buffer += chunk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, dataclass
+from typing import Final
 
 import av
 import cv2
@@ -85,6 +86,54 @@ def read_only(image: Image) -> Image:
     """Frames are shared by every consumer: nobody may draw on the original."""
     image.flags.writeable = False
     return image
+
+
+# the frame headers (start of frame) of every JPEG process: 0xC0 to 0xCF but DHT, JPG, DAC
+_SOF_MARKERS: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SOS: Final = 0xDA
+
+
+def is_jpeg(data: bytes) -> bool:
+    """Whether ``data`` is built as a JPEG up to its first scan: the start marker, marker
+    segments whose lengths add up, a frame header with a size, then a scan header and some
+    scan data. A few microseconds and no decode: garbage that merely starts as a JPEG does
+    fails, and the pixels of a good one are still made only when somebody looks."""
+    size = len(data)
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    pos, has_frame = 2, False
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a segment
+            pos += 2
+            continue
+        if marker in (0xD8, 0xD9):  # a second start, or the end before any picture
+            return False
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > size:
+            return False
+        if marker in _SOF_MARKERS:
+            if length < 8:
+                return False
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+            components = data[pos + 9]
+            if not (height and width and 1 <= components <= 4 and length == 8 + 3 * components):
+                return False
+            has_frame = True
+        elif marker == _SOS:
+            components = data[pos + 4] if length > 2 else 0
+            return (
+                has_frame and 1 <= components <= 4 and length == 6 + 2 * components and end < size
+            )
+        pos = end
+    return False
 
 
 def decode_jpeg(data: bytes) -> Callable[[], Image]:
