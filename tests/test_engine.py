@@ -169,6 +169,11 @@ def test_bad_images_raise(analyzer: Analyzer, tmp_path: Path) -> None:
     with pytest.raises(ImageError):
         read_image(tmp_path / "absent.jpg")
     assert analyzer.embed_photo(b"\x00" * 100).reason == "not_an_image"
+    # a decompression bomb is refused by its header, before decoding
+    from .upr_server import decompression_bomb
+
+    with pytest.raises(ImageError, match="too many pixels"):
+        decode_image(decompression_bomb())
 
 
 def test_unavailable_provider_falls_back(caplog: pytest.LogCaptureFixture) -> None:

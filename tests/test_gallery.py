@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from upr_faces_engine.analyzer import Analyzer
+from upr_faces_engine.analyzer import Analyzer, PhotoEmbedding
 from upr_faces_engine.gallery import (
+    MAX_PHOTO_PIXELS,
+    BuildReport,
     EmbeddingCache,
     Gallery,
     Person,
     Thresholds,
+    embed_photo_cached,
     load_folder,
+    photo_problem,
+    photo_size,
 )
 from upr_faces_engine.models import find_pack
 
-from .conftest import LabelledPhoto
+from .conftest import ROOT, LabelledPhoto
+from .upr_server import decompression_bomb
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -176,7 +186,7 @@ def test_local_folder_with_cache(
     assert report.references == 16 + 1
     assert report.persons == 6  # A, C, D, E, F and group (B is closed)
     assert any("couple.jpg" in w and "2 faces" in w for w in report.warnings)
-    assert report.embedded == 16 + 4  # dog, broken, eagle, couple
+    assert report.embedded == 16 + 3  # dog, eagle, couple; broken.png is refused unread
     assert report.cached == 0
 
     # second load: every photo comes from the cache, the recognizer never runs
@@ -216,3 +226,147 @@ def test_local_folder_with_cache(
 def test_missing_folder(analyzer: Analyzer, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_folder(tmp_path / "absent", analyzer)
+
+
+# --- photos refused before they are decoded ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A real PNG of 32000 x 32000 pixels in about 1 MB."""
+    data = decompression_bomb()
+    assert len(data) < 1_100_000
+    return data
+
+
+def _encoded(ext: str, width: int, height: int, *params: int) -> bytes:
+    image = np.full((height, width, 3), 90, dtype=np.uint8)
+    ok, buffer = cv2.imencode(ext, image, list(params))
+    assert ok
+    return buffer.tobytes()
+
+
+def test_photo_size_from_the_header(bomb: bytes) -> None:
+    assert photo_size(_encoded(".png", 321, 123)) == (321, 123)
+    assert photo_size(_encoded(".jpg", 321, 123)) == (321, 123)
+    progressive = _encoded(".jpg", 64, 48, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert photo_size(progressive) == (64, 48)
+    assert photo_size(_encoded(".webp", 321, 123, cv2.IMWRITE_WEBP_QUALITY, 80)) == (321, 123)
+    assert photo_size(_encoded(".webp", 321, 123, cv2.IMWRITE_WEBP_QUALITY, 101)) == (321, 123)
+    # an APP segment before the frame header is skipped by its length, as the decoder does
+    jpeg = _encoded(".jpg", 50, 40)
+    fake_sof = b"\xff\xc0\x00\x11\x08\x7f\xff\x7f\xff"  # inside the segment: not read
+    app = b"\xff\xe1" + (len(fake_sof) + 2).to_bytes(2, "big") + fake_sof
+    assert photo_size(jpeg[:2] + app + jpeg[2:]) == (50, 40)
+    assert cv2.imdecode(np.frombuffer(jpeg[:2] + app + jpeg[2:], np.uint8), 1).shape[:2] == (
+        40,
+        50,
+    )
+    vp8x = b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00" + bytes(4)
+    assert photo_size(vp8x + (9999).to_bytes(3, "little") + (4999).to_bytes(3, "little")) == (
+        10_000,
+        5_000,
+    )
+    assert photo_size(bomb) == (32_000, 32_000)
+    assert photo_size(_encoded(".bmp", 10, 10)) is None  # decodable, but not taken
+    assert photo_size(jpeg[:20]) is None  # cut before its frame header
+    assert photo_size(b"\x89PNG\r\n\x1a\n") is None
+    assert photo_size(b"") is None
+
+
+def test_photo_problems(bomb: bytes) -> None:
+    assert photo_problem(_encoded(".jpg", 100, 100)) is None
+    side = int(MAX_PHOTO_PIXELS**0.5)
+    assert photo_problem(decompression_bomb(side, side)) is None
+    assert photo_problem(decompression_bomb(side + 1, side + 1)) == "too_many_pixels"
+    assert photo_problem(bomb) == "too_many_pixels"
+    assert photo_problem(decompression_bomb(0, 10)) == "not_an_image"
+    assert photo_problem(_encoded(".bmp", 10, 10)) == "not_an_image"
+    assert photo_problem(b"this is not a JPEG at all") == "not_an_image"
+
+
+def test_bomb_in_the_folder_is_refused_unread(
+    analyzer: Analyzer, faces_dir: Path, tmp_path: Path, bomb: bytes
+) -> None:
+    root = tmp_path / "gallery"
+    (root / "A").mkdir(parents=True)
+    shutil.copy(faces_dir / "deepface_A_img2.jpg", root / "A" / "a.jpg")
+    (root / "A" / "bomb.png").write_bytes(bomb)
+    (root / "B").mkdir()
+    (root / "B" / "bomb.png").write_bytes(bomb)
+    decoded: list[int] = []
+    original = analyzer.embed_photo
+
+    def spy(data: bytes) -> PhotoEmbedding:
+        decoded.append(len(data))
+        return original(data)
+
+    analyzer.embed_photo = spy  # type: ignore[method-assign]
+    try:
+        gallery, report = load_folder(root, analyzer, None)
+    finally:
+        del analyzer.embed_photo
+    assert decoded == [(root / "A" / "a.jpg").stat().st_size]  # the bombs never reach it
+    assert report.skipped == {"too_many_pixels": 2, "no_usable_photo": 1}
+    assert sorted(gallery.persons) == ["A"]
+    assert (report.embedded, report.references) == (1, 1)
+    assert any("bomb.png: skipped (too_many_pixels)" in w for w in report.warnings)
+
+
+_PEAK_RSS = """
+import json, resource, sys
+from pathlib import Path
+from upr_faces_engine.analyzer import Analyzer
+from upr_faces_engine.gallery import load_folder
+from upr_faces_engine.models import find_pack
+analyzer = Analyzer(find_pack(Path(sys.argv[1])), threads=1)
+load_folder(Path(sys.argv[2]) / "warm", analyzer)  # the sessions' own memory first
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+gallery, report = load_folder(Path(sys.argv[2]) / "gallery", analyzer)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth_kib": after - before, "skipped": report.skipped,
+                  "references": report.references}))
+"""
+
+
+def test_bomb_leaves_peak_memory_alone(
+    test_pack: Path, faces_dir: Path, tmp_path: Path, bomb: bytes
+) -> None:
+    """Decoded, the bomb would take 3 GB (BGR) and more; refused by its header, nothing."""
+    for name in ("warm", "gallery"):
+        (tmp_path / name / "A").mkdir(parents=True)
+        shutil.copy(faces_dir / "deepface_A_img2.jpg", tmp_path / name / "A" / "a.jpg")
+    (tmp_path / "gallery" / "A" / "bomb.png").write_bytes(bomb)
+    engine = ROOT / "custom_components" / "upr_faces" / "engine"
+    env = os.environ | {"PYTHONPATH": str(engine), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, str(test_pack), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["skipped"] == {"too_many_pixels": 1}
+    assert result["references"] == 1
+    assert result["growth_kib"] < 100 * 1024  # under 100 MiB more at the peak
+
+
+def test_photo_that_breaks_the_analyzer_is_skipped(
+    analyzer: Analyzer, faces_dir: Path, tmp_path: Path
+) -> None:
+    """A 1 x 5000 PNG makes the detector's resize fail (cv2.error): that photo is skipped,
+    the rest of the folder loads."""
+    sliver = _encoded(".png", 5000, 1)
+    report = BuildReport()
+    assert embed_photo_cached(analyzer, None, sliver, report).reason == "embed_failed"
+    assert report.embedded == 0
+    root = tmp_path / "gallery"
+    (root / "A").mkdir(parents=True)
+    shutil.copy(faces_dir / "deepface_A_img2.jpg", root / "A" / "a.jpg")
+    (root / "A" / "sliver.png").write_bytes(sliver)
+    gallery, built = load_folder(root, analyzer, None)
+    assert built.skipped == {"embed_failed": 1}
+    assert len(gallery.references_of("A")) == 1

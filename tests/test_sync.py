@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
+from aiohttp import web
 
-from upr_faces_engine.analyzer import Analyzer
+from upr_faces_engine.analyzer import Analyzer, PhotoEmbedding
+from upr_faces_engine.errors import ImageError
 from upr_faces_engine.gallery import (
     CACHE_FILE,
     EmbeddingCache,
@@ -19,16 +25,17 @@ from upr_faces_engine.gallery import (
     Gallery,
 )
 from upr_faces_engine.models import find_pack
-from upr_faces_engine.sync import GallerySync, model_matches, sync_gallery_cli
+from upr_faces_engine.sync import MAX_IDLE_PAGES, GallerySync, model_matches, sync_gallery_cli
 from upr_faces_engine.upr_client import (
     RetryPolicy,
     UprAuthError,
     UprClient,
     UprConnectionError,
+    UprPagingError,
     UprResponseError,
 )
 
-from .upr_server import UprServer
+from .upr_server import UprServer, decompression_bomb
 
 KEY = "sync-key-31"
 FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.02, max_retry_after=0.5)
@@ -260,8 +267,11 @@ async def test_endless_paging_is_a_bad_response(
 ) -> None:
     body = json.dumps({"persons": [], "next_cursor": "same", "has_more": True, "full": True})
     server.serve(body.encode(), path="/persons", times=5)
-    with pytest.raises(UprResponseError, match="paging"):
+    with pytest.raises(UprResponseError, match="paging") as info:
         await GallerySync(client, analyzer, tmp_path).sync()
+    assert isinstance(info.value, UprPagingError)
+    assert info.value.reason == "cursor_repeated"
+    assert server.count("/persons") == 2
 
 
 async def test_cache_spares_downloads_and_embedding(
@@ -403,3 +413,254 @@ async def test_saved_gallery_of_another_registry_is_ignored(
         elsewhere = UprClient(session, server.origin + "/other", KEY)
         assert await GallerySync(elsewhere, analyzer, tmp_path).async_load() is None
     assert await GallerySync(client, analyzer, tmp_path).async_load() is not None
+
+
+# --- what a registry may send: each bad entry skipped, never a sync stopped ----------------
+
+
+def embedding_of(analyzer: Analyzer, vector: FloatArray) -> list[dict[str, Any]]:
+    return [{"model": analyzer.model_id, "vector": vector.tolist()}]
+
+
+async def test_nothing_in_one_entry_stops_the_sync(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    analyzer: Analyzer,
+    photos: dict[str, bytes],
+    vectors: dict[str, FloatArray],
+    cache: EmbeddingCache,
+) -> None:
+    """Unparsable photo URLs (``http://[::1``: yarl's ValueError), a photo the analyzer
+    breaks on (cv2.error), a number too big for a float, a sha256 SQLite cannot take: each
+    is skipped and counted (or ignored), the other persons load, and the sync does not
+    raise."""
+    reg = server.registry
+    reg.put_person("A", photos=[photo(server, photos, "A_img2")])
+    syncer = GallerySync(client, analyzer, tmp_path, cache=cache, page_limit=3)
+    await syncer.sync()
+    assert syncer.gallery is not None  # a cached gallery exists from now on
+
+    bad_urls = ["http://[::1", "http://[::1]:99999/p.jpg", "http://x:abc/p.jpg", "/x\ud800"]
+    for n, url in enumerate(bad_urls):
+        reg.put_person(f"U{n}", photos=[{"id": f"u{n}", "url": url}])
+    # a bad URL next to a good photo: the good one is used
+    reg.put_person(
+        "V", photos=[{"id": "v6", "url": "http://[::1"}, photo(server, photos, "B_img3")]
+    )
+    ok, sliver = cv2.imencode(".png", np.full((1, 5000, 3), 128, dtype=np.uint8))
+    assert ok
+    reg.put_person("W", photos=[reg.add_photo("sliver.png", sliver.tobytes())])
+    reg.put_raw(
+        "X",
+        {
+            "id": "X",
+            "reference": "R",
+            "status": "open",
+            "embeddings": [{"model": analyzer.model_id, "vector": [10**400] * 128}],
+        },
+    )
+    reg.put_person("D", embeddings=embedding_of(analyzer, vectors["D_img16"]))
+    reg.put_person("E", photos=[photo(server, photos, "A_img5") | {"sha256": "\ud800"}])
+    report = await syncer.sync()
+    assert dict(report.skipped) == {
+        "bad_photo_url": len(bad_urls) + 1,
+        "embed_failed": 1,
+        "bad_embedding": 1,
+        "no_usable_photo": len(bad_urls) + 2,  # U0-U3, W, X
+    }
+    gallery = syncer.gallery
+    assert gallery is not None
+    assert sorted(gallery.persons) == ["A", "D", "E", "V"]
+    assert gallery.persons["V"].photo_url is None  # its first photo's URL is unusable
+    assert best(gallery, vectors["B_img12"]) == "V"
+    assert best(gallery, vectors["D_img16"]) == "D"
+    assert not any("/x" in path for _, path in server.requests)
+
+
+async def test_an_analyzer_failing_on_every_photo_keeps_the_gallery(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    analyzer: Analyzer,
+    photos: dict[str, bytes],
+    cache: EmbeddingCache,
+) -> None:
+    """One photo the analyzer breaks on is skipped; when it breaks on every photo of a
+    sync (three or more, none embedded), the analyzer is at fault, not the photos: the
+    sync stops and the gallery that works stays."""
+    reg = server.registry
+    reg.put_person("A", photos=[photo(server, photos, "A_img2")])
+    syncer = GallerySync(client, analyzer, tmp_path, cache=cache, page_limit=3)
+    await syncer.sync()
+    for n, width in enumerate((5000, 6000, 7000)):
+        ok, sliver = cv2.imencode(".png", np.full((1, width, 3), 128, dtype=np.uint8))
+        assert ok
+        reg.put_person(f"S{n}", photos=[reg.add_photo(f"sliver{n}.png", sliver.tobytes())])
+    with pytest.raises(ImageError, match="all 3 photos"):
+        await syncer.sync()
+    gallery = syncer.gallery
+    assert gallery is not None
+    assert sorted(gallery.persons) == ["A"]
+    assert len(gallery.references_of("A")) == 1
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return decompression_bomb()  # 32000 x 32000 pixels in about 1 MB
+
+
+async def test_bomb_photo_is_refused_before_decoding(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    analyzer: Analyzer,
+    photos: dict[str, bytes],
+    bomb: bytes,
+) -> None:
+    reg = server.registry
+    reg.put_person("A", photos=[reg.add_photo("bomb.png", bomb), photo(server, photos, "A_img2")])
+    reg.put_person("B", photos=[reg.add_photo("bomb2.png", bomb)])
+    decoded: list[int] = []
+    original = analyzer.embed_photo
+
+    def spy(data: bytes) -> PhotoEmbedding:
+        decoded.append(len(data))
+        return original(data)
+
+    analyzer.embed_photo = spy  # type: ignore[method-assign]
+    try:
+        report = await GallerySync(client, analyzer, tmp_path).sync()
+    finally:
+        del analyzer.embed_photo
+    assert decoded == [len(photos["A_img2"])]  # the bombs are downloaded, never decoded
+    assert report.downloaded == 3
+    assert dict(report.skipped) == {"too_many_pixels": 2, "no_usable_photo": 1}
+    assert (report.persons, report.references) == (1, 1)
+    assert any("bomb.png: skipped (too_many_pixels)" in w for w in report.warnings)
+
+
+async def test_duplicate_ids_the_last_entry_wins(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    analyzer: Analyzer,
+    vectors: dict[str, FloatArray],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A twice in the first page, and again on the second one; B twice on the second."""
+    reg = server.registry
+
+    def entry(pid: str, name: str, vector: str) -> dict[str, Any]:
+        return {
+            "id": pid,
+            "reference": f"UPR-{pid}",
+            "display_name": name,
+            "status": "open",
+            "embeddings": embedding_of(analyzer, vectors[vector]),
+        }
+
+    reg.put_raw("a1", entry("A", "first", "A_img6"))
+    reg.put_raw("a2", entry("A", "second", "B_img12"))
+    reg.put_raw("c", entry("C", "C", "D_img16"))
+    reg.put_raw("a3", entry("A", "third", "D_img16"))
+    reg.put_raw("b1", entry("B", "B one", "A_img6"))
+    reg.put_raw("b2", {"id": "B", "deleted": True})
+    syncer = GallerySync(client, analyzer, tmp_path, page_limit=3)
+    with caplog.at_level(logging.INFO, logger="upr_faces_engine.sync"):
+        report = await syncer.sync()
+        again = await syncer.sync(full=True)
+    assert report.pages == 2
+    assert report.duplicates == 3  # a1, a2 for a3; b1 for b2
+    assert report.skipped["duplicate_id"] == 3
+    assert report.as_dict()["duplicates"] == 3
+    gallery = syncer.gallery
+    assert gallery is not None
+    assert sorted(gallery.persons) == ["A", "C"]  # B's last entry deletes it
+    assert gallery.persons["A"].display_name == "third"
+    np.testing.assert_allclose(gallery.references_of("A"), vectors["D_img16"][None, :], atol=1e-5)
+    assert any("A: sent more than once" in w for w in report.warnings)
+    told = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "more than once" in r.getMessage()
+    ]
+    assert len(told) == 1  # once, not at every sync
+    assert "person A " in told[0].getMessage()
+    assert again.duplicates == 3
+
+    for key in ("a1", "a2", "b1", "b2"):
+        del reg.entries[key]
+    with caplog.at_level(logging.INFO, logger="upr_faces_engine.sync"):
+        clean = await syncer.sync(full=True)
+    assert clean.duplicates == 0
+    assert "duplicate_id" not in clean.skipped
+    assert any("each person once again" in r.getMessage() for r in caplog.records)
+
+
+def endless(persons: list[Any]) -> Any:
+    """A page maker: these persons every time, a cursor never seen before, more to come."""
+
+    def make(request: web.Request) -> bytes:
+        page = {
+            "persons": persons,
+            "next_cursor": uuid.uuid4().hex,
+            "has_more": True,
+            "full": "cursor" not in request.query,
+        }
+        return json.dumps(page).encode()
+
+    return make
+
+
+@pytest.mark.parametrize("what", ["the same person", "nothing", "junk"])
+async def test_paging_without_progress_stops(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    analyzer: Analyzer,
+    vectors: dict[str, FloatArray],
+    what: str,
+) -> None:
+    """Fresh cursors on pages that bring nothing new: the sync stops after a few pages,
+    not 100 000, and the cached gallery and cursor stay."""
+    reg = server.registry
+    reg.put_person("P1", embeddings=embedding_of(analyzer, vectors["A_img6"]))
+    syncer = GallerySync(client, analyzer, tmp_path)
+    await syncer.sync()
+    before, cursor = syncer.gallery, syncer.cursor
+    persons: list[Any] = {"the same person": [reg.person("P1")], "nothing": [], "junk": [7]}[what]
+    server.answer(endless(persons), times=1000, path="/persons")
+    asked = server.count("/persons")
+    with pytest.raises(UprPagingError, match="no progress") as info:
+        await syncer.sync()
+    assert info.value.reason == "no_progress"
+    assert info.value.key == "bad_response"
+    pages = server.count("/persons") - asked
+    # the first page may bring P1 (progress), then MAX_IDLE_PAGES + 1 pages bring nothing
+    assert pages <= MAX_IDLE_PAGES + 2
+    assert syncer.gallery is before
+    assert syncer.cursor == cursor
+    assert sorted(Gallery.load(tmp_path / "gallery.npz").persons) == ["P1"]
+
+
+async def test_slow_but_progressing_paging_goes_on(
+    tmp_path: Path,
+    server: UprServer,
+    client: UprClient,
+    analyzer: Analyzer,
+    vectors: dict[str, FloatArray],
+) -> None:
+    """Pages of one person (the registry ignores ``limit``) and a few empty pages: fine."""
+    reg = server.registry
+    model = analyzer.model_id
+    for n in range(30):
+        reg.put_person(f"P{n}", embeddings=[{"model": model, "vector": vectors["A_img6"].tolist()}])
+    syncer = GallerySync(client, analyzer, tmp_path, page_limit=1)
+    report = await syncer.sync()
+    assert (report.pages, report.persons) == (30, 30)
+    # a registry that answers MAX_IDLE_PAGES empty pages first (fresh cursors) still ends
+    server.answer(endless([]), times=MAX_IDLE_PAGES, path="/persons")
+    report = await syncer.sync(full=True)
+    assert report.pages == 30 + MAX_IDLE_PAGES
+    assert report.persons == 30

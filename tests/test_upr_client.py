@@ -225,6 +225,8 @@ async def test_pages_and_cursors(client: UprClient, server: UprServer) -> None:
         (b"[1, 2, 3]", "not an object"),
         (b'{"persons": {}, "next_cursor": "x", "has_more": false}', "'persons'"),
         (b'{"persons": [], "next_cursor": 7, "has_more": false}', "'next_cursor'"),
+        # a lone surrogate is valid JSON but can never be sent back in a query
+        (b'{"persons": [], "next_cursor": "\\ud800", "has_more": true}', "'next_cursor'"),
         (b'{"persons": [], "next_cursor": "x"}', "'has_more'"),
         (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
     ],
@@ -339,6 +341,34 @@ def test_photo_urls() -> None:
         client.photo_url("file:///etc/passwd")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",  # yarl: ValueError "Invalid IPv6 URL"
+        "http://[::1]:99999/x.jpg",
+        "http://x:abc/x.jpg",
+        "http://:80/x.jpg",
+        "http://[zz]/x.jpg",
+        "http://a\ud800.example/x.jpg",  # IDNA cannot encode it
+        "/x\ud800.jpg",  # resolves, but cannot go on the wire
+    ],
+)
+def test_unparsable_photo_urls_are_bad_responses(url: str) -> None:
+    """Whatever a registry puts in a photo URL is this client's error, never a ValueError."""
+    client = UprClient(None, "https://upr.example/api", KEY)
+    with pytest.raises(UprResponseError, match="bad photo URL") as info:
+        client.photo_url(url)
+    assert info.value.key == "bad_response"
+    with pytest.raises(UprResponseError):
+        client.same_origin(url)
+
+
+async def test_unparsable_photo_url_is_never_fetched(client: UprClient, server: UprServer) -> None:
+    with pytest.raises(UprResponseError, match="bad photo URL"):
+        await client.fetch_photo("http://[::1")
+    assert server.requests == []
+
+
 async def test_fetch_photo(client: UprClient, server: UprServer) -> None:
     entry = server.registry.add_photo("a.jpg", b"\xff\xd8jpeg-bytes")
     assert await client.fetch_photo(entry["url"]) == b"\xff\xd8jpeg-bytes"
@@ -415,6 +445,7 @@ async def test_error_text_from_the_registry_is_redacted(
         (None, "not_an_object"),
         ({"reference": "R"}, "no_id"),
         ({"id": "  ", "reference": "R"}, "no_id"),
+        ({"id": "p\ud800", "reference": "R", "status": "open"}, "bad_id"),
         ({"id": "p1", "status": "open"}, "bad_reference"),
         ({"id": "p1", "reference": "R", "status": "wanted"}, "bad_status"),
         ({"id": "p1", "reference": "R", "status": "open", "photos": "a.jpg"}, "bad_photos"),
@@ -434,20 +465,30 @@ def test_entry_with_bad_parts() -> None:
             "display_name": 12,
             "status": "open",
             "updated_at": "2025-05-01T10:00:00Z",
-            "photos": [{"id": "a", "url": "photos/1.jpg", "sha256": "AB"}, {"id": "b"}, 3],
+            "photos": [
+                {"id": "a", "url": "photos/1.jpg", "sha256": "AB"},
+                {"id": "b"},
+                3,
+                {"id": "c", "url": "photos/2.jpg", "sha256": "\ud800ab"},
+            ],
             "embeddings": [
                 {"model": "w600k_r50", "vector": [0.1, 0.2]},
                 {"model": "w600k_r50", "vector": ["x"]},
                 {"vector": [1.0]},
+                {"model": "w600k_r50", "vector": [10**400]},  # float() overflows
             ],
         }
     )
     assert person.active
     assert person.display_name is None
-    assert [photo.url for photo in person.photos] == ["photos/1.jpg"]
-    assert person.photos[0].sha256 == "ab"
+    assert [photo.url for photo in person.photos] == ["photos/1.jpg", "photos/2.jpg"]
+    assert [photo.sha256 for photo in person.photos] == ["ab", None]
+    odd = parse_person(
+        {"id": "p3", "reference": "R\ud800", "display_name": "\udfff", "status": "open"}
+    )
+    assert (odd.reference, odd.display_name) == ("R\ufffd", "\ufffd")
     assert [e.vector for e in person.embeddings] == [(0.1, 0.2)]
-    assert sorted(person.problems) == ["bad_embedding", "bad_embedding", "bad_photo", "bad_photo"]
+    assert sorted(person.problems) == ["bad_embedding"] * 3 + ["bad_photo"] * 2
     tombstone = parse_person({"id": "p2", "deleted": True})
     assert tombstone.deleted
     assert not tombstone.active

@@ -9,6 +9,8 @@ code as ``scripts/upr_dev_server``); this adds faults in front of it::
         server.fail(429, retry_after="0.05")   # one 429 with Retry-After
         server.delay(2.0, path="/persons")     # answer /persons after 2 s
         server.serve(b"not json", path="/persons")  # replace one answer's body
+        server.answer(lambda request: ..., times=1000, path="/persons")  # made per request
+        server.registry.add_photo("bomb.png", decompression_bomb())  # 1 MB, 1 gigapixel
         client = UprClient(session, server.url, server.key)
 
 ``await server.stop()`` then ``await server.start()`` restarts it on the same port with
@@ -18,6 +20,8 @@ the same registry: "the registry is down" is a refused connection, as in life.
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -44,6 +48,7 @@ class Fault:
     delay: float = 0.0
     chunked: bool = False
     after: int = 0
+    make: Callable[[web.Request], bytes] | None = None
 
     def matches(self, request: web.Request, base: str) -> bool:
         """Whether this fault applies to the request."""
@@ -113,6 +118,18 @@ class UprServer:
             Fault(times, path, None, status, body, content_type=content_type, chunked=chunked)
         )
 
+    def answer(
+        self,
+        make: Callable[[web.Request], bytes],
+        *,
+        times: int = 1,
+        path: str | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        """Answer what ``make(request)`` returns (a new cursor each time...) to the next
+        ``times`` matching requests."""
+        self.faults.append(Fault(times, path, None, 200, content_type=content_type, make=make))
+
     def count(self, path: str, method: str = "GET") -> int:
         """How many requests reached ``base + path`` (query aside)."""
         full = self.base + path
@@ -138,18 +155,19 @@ class UprServer:
                     await asyncio.sleep(fault.delay)
                 if fault.status is None:
                     break
+                body = fault.make(request) if fault.make is not None else fault.body
                 if fault.chunked:
                     response = web.StreamResponse(status=fault.status, headers=fault.headers)
                     response.content_type = fault.content_type
                     response.enable_chunked_encoding()
                     await response.prepare(request)
-                    for start in range(0, len(fault.body), 65536):
-                        await response.write(fault.body[start : start + 65536])
+                    for start in range(0, len(body), 65536):
+                        await response.write(body[start : start + 65536])
                     await response.write_eof()
                     return response
                 return web.Response(
                     status=fault.status,
-                    body=fault.body,
+                    body=body,
                     headers=fault.headers,
                     content_type=fault.content_type,
                 )
@@ -184,3 +202,27 @@ class UprServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def decompression_bomb(width: int = 32_000, height: int = 32_000) -> bytes:
+    """A valid 8-bit grayscale PNG of ``width`` x ``height`` black pixels: about 1 MB for
+    the default billion pixels, 1 GB once decoded (3 GB as the analyzer's BGR)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    packer = zlib.compressobj(9)
+    rows = (b"\0" * (width + 1)) * max(1, 8_000_000 // (width + 1))  # filter byte + pixels
+    per_batch = len(rows) // (width + 1)
+    parts: list[bytes] = []
+    for start in range(0, height, per_batch):
+        parts.append(packer.compress(rows[: (width + 1) * min(per_batch, height - start)]))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
+    )

@@ -676,7 +676,9 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key="cannot_connect",
-                translation_placeholders={"error": str(outcome.get("code"))},
+                translation_placeholders={
+                    "error": str(outcome.get("error") or outcome.get("code"))
+                },
             )
 
     async def async_camera_image(self, camera_id: str, width: int | None) -> bytes | None:

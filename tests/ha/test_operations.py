@@ -513,6 +513,56 @@ async def test_a_folder_the_engine_cannot_write_is_a_repair(
     assert events[0].data["person_id"] in ("deepface_C", "deepface_D")
 
 
+async def test_what_a_registry_sends_never_stops_set_up(
+    hass: HomeAssistant,
+    http: None,
+    registry: UprServer,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+) -> None:
+    """An entry with an unparsable photo URL, a person sent twice, a photo of 32000 x
+    32000 pixels: the entry loads, the six real persons match, the bad ones are counted
+    in the sync the engine reports, and a reload after the registry starts paging for
+    ever still loads, on the gallery it has."""
+    from ..upr_server import decompression_bomb
+
+    reg = registry.registry
+    reg.put_person("U0", photos=[{"id": "u0", "url": "http://[::1"}])
+    reg.put_person("U1", photos=[reg.add_photo("bomb.png", decompression_bomb())])
+    entry = registry_entry(registry, test_pack, clip, engine)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.LOADED
+    coordinator = entry.runtime_data
+    await wait_for(lambda: coordinator.data.gallery_size == 6, 30)
+    skipped = coordinator.info["gallery"]["last_sync"]["skipped"]
+    assert skipped["bad_photo_url"] == 1
+    assert skipped["too_many_pixels"] == 1
+
+    pages = iter(range(1_000_000))
+    registry.answer(
+        lambda _request: json.dumps(
+            {"persons": [], "next_cursor": f"c{next(pages)}", "has_more": True}
+        ).encode(),
+        times=1000,
+        path="/persons",
+    )
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    assert entry.state is ConfigEntryState.LOADED
+    coordinator = entry.runtime_data
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN, "refresh_gallery", {"config_entry_id": entry.entry_id}, blocking=True
+        )
+    assert "no progress" in str(err.value.translation_placeholders)
+    assert coordinator.data.gallery_size == 6
+    assert registry.count("/persons") < 40  # stopped, not 100 000 pages
+    await wait_for(
+        lambda: [c.state for c in entry.runtime_data.data.cameras.values()] == ["streaming"], 30
+    )
+
+
 async def test_not_loaded_entry_in_views(
     hass: HomeAssistant, http: None, hass_client: ClientSessionGenerator
 ) -> None:

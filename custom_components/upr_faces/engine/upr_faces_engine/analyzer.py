@@ -17,6 +17,7 @@ import onnxruntime as ort
 from .detector import Detection, ScrfdDetector
 from .embedder import ALIGNED_SIZE, Embedder, align_face
 from .errors import ImageError
+from .images import photo_size
 from .models import ModelPack
 
 _LOGGER = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ def decode_image(data: bytes) -> ImageArray:
         raise ImageError("empty image")
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageError(f"image larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    size = photo_size(data)  # refused by its header before a byte is decoded
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageError("image has too many pixels")
     buffer = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3:

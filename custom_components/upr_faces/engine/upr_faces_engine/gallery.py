@@ -2,6 +2,10 @@
 
 Also the on-disk embedding cache (content hash + model identity -> vector) and the local
 gallery folder (``<dir>/<person_id>/*.jpg|*.png`` with an optional ``person.json``).
+
+Reference photos come from outside (the registry, a folder), so nothing is decoded before
+its header is read: only JPEG, PNG and WebP are taken, and one of more than
+:data:`MAX_PHOTO_PIXELS` pixels is refused unread (a 1 MB PNG can hold a billion pixels).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from .images import photo_size
 
 if TYPE_CHECKING:
     from .analyzer import Analyzer, PhotoEmbedding
@@ -38,6 +44,9 @@ GALLERY_FILE = "gallery.npz"
 CACHE_FILE = "embeddings.sqlite3"
 DEFAULT_MATCH = 0.55
 DEFAULT_PROBABLE = 0.45
+MAX_PHOTO_PIXELS: Final = 40_000_000
+"""Most pixels (width x height, read from the header) a reference photo may have: 40 MP,
+the analyzer's own limit after decoding (``analyzer.MAX_IMAGE_PIXELS``), checked before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,17 +359,43 @@ class BuildReport:
         }
 
 
+def photo_problem(data: bytes) -> str | None:
+    """Why a reference photo is refused before it is decoded (``not_an_image``: not JPEG,
+    PNG or WebP, or no readable size; ``too_many_pixels``: over :data:`MAX_PHOTO_PIXELS`),
+    or None."""
+    size = photo_size(data)
+    if size is None or 0 in size:
+        return "not_an_image"
+    if size[0] * size[1] > MAX_PHOTO_PIXELS:
+        return "too_many_pixels"
+    return None
+
+
 def embed_photo_cached(
     analyzer: Analyzer, cache: EmbeddingCache | None, data: bytes, report: BuildReport
 ) -> PhotoEmbedding:
-    """Embed a photo's main face, through the cache when there is one (blocking)."""
+    """Embed a photo's main face, through the cache when there is one (blocking).
+
+    The header is read first (:func:`photo_problem`): a photo refused there is never
+    decoded. One that makes the analyzer fail (``embed_failed``) is skipped like any bad
+    photo: nothing in one photo may stop a gallery from loading. Neither is cached.
+    """
+    from .analyzer import PhotoEmbedding
+
+    problem = photo_problem(data)
+    if problem is not None:
+        return PhotoEmbedding(None, problem, 0)
     digest = hashlib.sha256(data).hexdigest()
     if cache is not None:
         hit = cache.get(digest, analyzer.model_id)
         if hit is not None:
             report.cached += 1
             return hit
-    result = analyzer.embed_photo(data)
+    try:
+        result = analyzer.embed_photo(data)
+    except Exception:  # cv2.error, onnxruntime's: this photo only
+        _LOGGER.debug("Photo %s could not be embedded", digest[:16], exc_info=True)
+        return PhotoEmbedding(None, "embed_failed", 0)
     report.embedded += 1
     if cache is not None:
         cache.put(digest, analyzer.model_id, result)

@@ -14,8 +14,18 @@ A restart with the registry down still matches, from that file; ``synced_at`` sa
 it is.
 
 Closed persons are kept without references (their photos are not fetched) and deleted ones
-are removed: both stop matching as soon as the sync ends. Every malformed entry is skipped
-and counted by reason in :attr:`SyncReport.skipped`; one bad entry never stops a sync.
+are removed: both stop matching as soon as the sync ends. Every malformed entry and every bad
+photo (an unparsable URL, a failed download, bytes that are no image, too many pixels, no
+face...) is skipped and counted by reason in :attr:`SyncReport.skipped`; one bad entry never
+stops a sync. Only the registry itself failing (unreachable, 5xx, a refused key, an answer
+that is not a page) stops it, with one of the client's errors.
+
+A person id that comes twice in one sync (in one page or in two) is counted in
+:attr:`SyncReport.duplicates`: the **last** entry wins (in answer order, the newest state of
+a registry that pages by change), the earlier ones are dropped. Paging must progress: a
+``next_cursor`` seen before in the pass, more than :data:`MAX_IDLE_PAGES` pages that bring
+no person not already seen in the pass, or :data:`MAX_PAGES` pages stop the sync
+(:class:`UprPagingError`); the previous gallery stays in use.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import Any, Final
 import numpy as np
 
 from .analyzer import Analyzer, PhotoEmbedding
+from .errors import ImageError
 from .gallery import (
     CACHE_FILE,
     GALLERY_FILE,
@@ -51,6 +62,7 @@ from .upr_client import (
     UprClient,
     UprConnectionError,
     UprNotFoundError,
+    UprPagingError,
     UprRejectedError,
     UprResponseError,
     UprTooLargeError,
@@ -60,7 +72,13 @@ from .upr_client import (
 _LOGGER = logging.getLogger(__name__)
 
 MAX_PAGES: Final = 100_000
+MAX_IDLE_PAGES: Final = 10
+"""Pages with ``has_more: true`` that bring no person not already seen in the pass (empty,
+junk only, repeats only) a sync accepts before it stops: paging that makes no progress."""
 SOURCE: Final = "upr"
+BROKEN_ANALYZER_FAILURES: Final = 3
+"""Photos the analyzer failed on, with none embedded, that stop a sync: the analyzer is
+broken, not the photos (the previous gallery stays in use)."""
 
 type Progress = Callable[[str], None]
 
@@ -68,7 +86,9 @@ type Progress = Callable[[str], None]
 @dataclass(slots=True)
 class SyncReport(BuildReport):
     """What a sync did. ``persons`` counts the persons who can match now, ``references``
-    their embeddings, ``skipped`` every malformed entry by reason."""
+    their embeddings, ``skipped`` every malformed entry and bad photo by reason;
+    ``duplicates`` the entries dropped because a later one of the sync had the same id
+    (also in ``skipped`` as ``duplicate_id``, which is what the engine passes on)."""
 
     full: bool = False
     pages: int = 0
@@ -77,6 +97,7 @@ class SyncReport(BuildReport):
     closed: int = 0
     downloaded: int = 0
     remote_embeddings: int = 0
+    duplicates: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -89,6 +110,7 @@ class SyncReport(BuildReport):
             "closed": self.closed,
             "downloaded": self.downloaded,
             "remote_embeddings": self.remote_embeddings,
+            "duplicates": self.duplicates,
         }
 
 
@@ -120,6 +142,7 @@ class GallerySync:
         self._gallery: Gallery | None = None
         self._lock = asyncio.Lock()
         self._embed_lock = asyncio.Lock()
+        self._duplicates_told = False
 
     @property
     def path(self) -> Path:
@@ -180,8 +203,9 @@ class GallerySync:
         """Sync with the registry and swap the new gallery in; returns what it did.
 
         Raises the client's errors (:class:`UprAuthError`, :class:`UprConnectionError`,
-        :class:`UprResponseError`) when the registry cannot be read: the previous gallery
-        and cursor are kept then.
+        :class:`UprResponseError`, its :class:`UprPagingError`) when the registry cannot be
+        read: the previous gallery and cursor are kept then. What is wrong in one entry or
+        one photo is never raised: it is skipped and counted.
         """
         async with self._lock:
             start_cursor = None if full else self.cursor
@@ -210,6 +234,8 @@ class GallerySync:
             for person_id, vector in previous.references():
                 refs.setdefault(person_id, []).append(vector)
         seen_cursors: set[str] = set()
+        seen_ids: set[str] = set()  # the persons of this pass, for duplicates and progress
+        idle_pages = 0
         next_cursor = cursor
         while True:
             page = await self.client.persons_page(next_cursor, self.page_limit)
@@ -217,20 +243,33 @@ class GallerySync:
             if page.full and not report.full:  # "forget what you had, this is all"
                 persons.clear()
                 refs.clear()
+                seen_ids.clear()
                 report.full = True
             self._say(f"page {report.pages}: {len(page.persons)} entries")
-            results = await self._gather(page.persons, report)
+            remotes = self._read_page(page.persons, report)
+            new_ids = {remote.id for remote in remotes} - seen_ids
+            for remote in remotes:
+                if remote.id in seen_ids:  # came on an earlier page: this one wins
+                    self._duplicate(remote.id, report)
+            seen_ids |= new_ids
+            results = await self._gather(remotes, report)
             for remote, vectors in results:
                 self._apply(remote, vectors, persons, refs, report)
             if not page.has_more:
                 next_cursor = page.next_cursor
                 break
-            if page.next_cursor in seen_cursors or report.pages >= MAX_PAGES:
-                raise UprResponseError(
-                    f"UPR registry at {self.client.base_url}: paging does not end"
-                )
+            if not new_ids:  # empty, junk or repeats only
+                idle_pages += 1
+            self._check_paging(page.next_cursor, seen_cursors, idle_pages, report)
             seen_cursors.add(page.next_cursor)
             next_cursor = page.next_cursor
+        if not report.duplicates and self._duplicates_told:
+            self._duplicates_told = False
+            _LOGGER.info("UPR registry at %s sends each person once again", self.client.base_url)
+        failed = report.skipped.get("embed_failed", 0)
+        if failed >= BROKEN_ANALYZER_FAILURES and report.embedded == 0:
+            # not the photos: the analyzer here; keep the gallery that works
+            raise ImageError(f"the face analyzer failed on all {failed} photos of this sync")
         gallery = Gallery(
             persons,
             [(pid, vector) for pid, vectors in refs.items() for vector in vectors],
@@ -244,11 +283,30 @@ class GallerySync:
         gallery.meta["report"] = report.as_dict()
         return gallery, report
 
-    async def _gather(
-        self, entries: list[Any], report: SyncReport
-    ) -> list[tuple[RemotePerson, list[FloatArray] | None]]:
-        """Read a page's entries and fetch and embed their photos, a few at a time."""
-        remotes: list[RemotePerson] = []
+    def _check_paging(
+        self, cursor: str, seen_cursors: set[str], idle_pages: int, report: SyncReport
+    ) -> None:
+        """Raise :class:`UprPagingError` when the paging, with more to come, goes nowhere."""
+        where = f"UPR registry at {self.client.base_url}"
+        if cursor in seen_cursors:
+            raise UprPagingError(
+                f"{where}: paging does not end (a next_cursor came twice, page {report.pages})",
+                reason="cursor_repeated",
+            )
+        if idle_pages > MAX_IDLE_PAGES:
+            raise UprPagingError(
+                f"{where}: paging makes no progress ({idle_pages} of {report.pages} pages "
+                "brought no person not already seen)",
+                reason="no_progress",
+            )
+        if report.pages >= MAX_PAGES:
+            raise UprPagingError(
+                f"{where}: paging does not end ({MAX_PAGES} pages)", reason="too_many_pages"
+            )
+
+    def _read_page(self, entries: list[Any], report: SyncReport) -> list[RemotePerson]:
+        """The usable entries of a page, the last of each id only (bad ones counted)."""
+        remotes: dict[str, RemotePerson] = {}
         for raw in entries:
             try:
                 remote = parse_person(raw)
@@ -257,7 +315,29 @@ class GallerySync:
                 report.warnings.append(f"entry skipped: {err}")
                 continue
             report.skipped.update(remote.problems)
-            remotes.append(remote)
+            if remotes.pop(remote.id, None) is not None:
+                self._duplicate(remote.id, report)
+            remotes[remote.id] = remote  # at the end: the page's order is kept
+        return list(remotes.values())
+
+    def _duplicate(self, person_id: str, report: SyncReport) -> None:
+        """Count an entry dropped for a later one with the same id; log it once."""
+        report.duplicates += 1
+        report.skipped["duplicate_id"] += 1
+        report.warnings.append(f"{person_id}: sent more than once, the last entry is used")
+        if not self._duplicates_told:  # once, until a whole sync comes without any
+            self._duplicates_told = True
+            _LOGGER.warning(
+                "UPR registry at %s sends person %s (and maybe others) more than once in one"
+                " sync; the last entry of each is used",
+                self.client.base_url,
+                person_id,
+            )
+
+    async def _gather(
+        self, remotes: list[RemotePerson], report: SyncReport
+    ) -> list[tuple[RemotePerson, list[FloatArray] | None]]:
+        """Fetch and embed the photos of a page's persons, a few at a time."""
         semaphore = asyncio.Semaphore(self._concurrency)
 
         async def one(remote: RemotePerson) -> tuple[RemotePerson, list[FloatArray] | None]:

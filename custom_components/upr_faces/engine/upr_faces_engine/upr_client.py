@@ -38,6 +38,7 @@ _ERROR_SNIPPET: Final = 200
 _CHUNK: Final = 64 * 1024
 _USER_AGENT: Final = "upr_faces/0.1"
 _KEY_OK = re.compile(r"[\x21-\x7e]*")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -69,6 +70,16 @@ class UprResponseError(UprFacesError):
 
 class UprTooLargeError(UprResponseError):
     """An answer larger than the client's limit (JSON page or photo)."""
+
+
+class UprPagingError(UprResponseError):
+    """The registry's paging does not end or makes no progress; ``reason`` says how:
+    ``cursor_repeated`` (a ``next_cursor`` came twice in one pass), ``no_progress`` (too
+    many pages brought no person not already seen in the pass) or ``too_many_pages``."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UprNotFoundError(UprFacesError):
@@ -159,22 +170,27 @@ class InvalidEntryError(ValueError):
 def parse_person(raw: Any) -> RemotePerson:
     """Read one entry of a persons page, or raise :class:`InvalidEntryError`.
 
-    Person-level faults reject the entry: ``not_an_object``, ``no_id``, ``bad_reference``,
-    ``bad_status``, ``bad_photos``. A malformed photo or embedding only drops that item and
-    is named in ``problems`` (``bad_photo``, ``bad_embedding``).
+    Person-level faults reject the entry: ``not_an_object``, ``no_id``, ``bad_id`` (one
+    that is not valid Unicode: a lone surrogate), ``bad_reference``, ``bad_status``,
+    ``bad_photos``. A malformed photo or embedding only drops that item and is named in
+    ``problems`` (``bad_photo``, ``bad_embedding``). A lone surrogate in ``reference`` or
+    ``display_name`` (valid JSON, but no UTF-8 can hold it) becomes U+FFFD.
     """
     if not isinstance(raw, Mapping):
         raise InvalidEntryError("not_an_object", type(raw).__name__)
     person_id = raw.get("id")
     if not isinstance(person_id, str) or not person_id.strip():
         raise InvalidEntryError("no_id")
+    if not _encodable(person_id):
+        raise InvalidEntryError("bad_id")
     deleted = raw.get("deleted", False) is True
     reference = raw.get("reference", person_id if deleted else None)
     if not isinstance(reference, str):
         raise InvalidEntryError("bad_reference", person_id)
+    reference = _valid_text(reference)
     display_name = raw.get("display_name")
-    if display_name is not None and not isinstance(display_name, str):
-        display_name = None
+    if display_name is not None:
+        display_name = _valid_text(display_name) if isinstance(display_name, str) else None
     status = raw.get("status", "closed" if deleted else None)
     if status not in ("open", "closed"):
         raise InvalidEntryError("bad_status", person_id)
@@ -199,7 +215,8 @@ def parse_person(raw: Any) -> RemotePerson:
             RemotePhoto(
                 id=photo_id if isinstance(photo_id, str) and photo_id else f"#{index}",
                 url=url,
-                sha256=sha.lower() if isinstance(sha, str) and sha else None,
+                # anything but hex (a lone surrogate...) is no hash: the photo is fetched
+                sha256=sha.lower() if isinstance(sha, str) and _HEX.fullmatch(sha) else None,
             )
         )
     embeddings: list[RemoteEmbedding] = []
@@ -236,7 +253,10 @@ def _parse_embedding(item: Any) -> RemoteEmbedding | None:
     for value in vector:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
-        values.append(float(value))
+        try:
+            values.append(float(value))
+        except OverflowError:  # an integer of 400 digits is valid JSON
+            return None
     return RemoteEmbedding(model=model, vector=tuple(values))
 
 
@@ -356,17 +376,26 @@ class UprClient:
         has_more, full = data.get("has_more"), data.get("full", cursor is None)
         if not isinstance(persons, list):
             raise UprResponseError(self._shape("persons", "'persons' is not a list"))
-        if not isinstance(next_cursor, str):
+        if not isinstance(next_cursor, str) or not _encodable(next_cursor):
             raise UprResponseError(self._shape("persons", "'next_cursor' is not a string"))
         if not isinstance(has_more, bool) or not isinstance(full, bool):
             raise UprResponseError(self._shape("persons", "'has_more'/'full' not booleans"))
         return PersonsPage(persons=persons, next_cursor=next_cursor, has_more=has_more, full=full)
 
     def photo_url(self, url: str) -> URL:
-        """Resolve a photo URL: absolute as is, relative against the base URL as a folder."""
-        resolved = self._folder.join(URL(url.strip()))
-        if resolved.scheme not in ("http", "https") or not resolved.host:
-            raise UprResponseError(f"UPR registry at {self._public_base}: bad photo URL")
+        """Resolve a photo URL: absolute as is, relative against the base URL as a folder.
+
+        Anything that is not an http(s) URL with a host, or that cannot be parsed (``http://[::1``,
+        a port out of range, a host IDNA cannot encode...), is :class:`UprResponseError`.
+        """
+        bad = UprResponseError(f"UPR registry at {self._public_base}: bad photo URL")
+        try:
+            resolved = self._folder.join(URL(url.strip()))
+            if resolved.scheme not in ("http", "https") or not resolved.host:
+                raise bad
+            str(resolved).encode("ascii")  # what goes on the wire; a lone surrogate fails
+        except (ValueError, TypeError) as err:  # UnicodeError is a ValueError
+            raise bad from err
         return resolved
 
     async def fetch_photo(self, url: str) -> bytes:
@@ -550,6 +579,22 @@ class UprClient:
                 if isinstance(parsed.get(name), str):
                     return str(parsed[name])
         return text
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be sent in a URL (a JSON string may hold a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD."""
+    if _encodable(text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
 
 
 def _describe(err: BaseException) -> str:

@@ -34,7 +34,7 @@ import aiohttp
 
 from ..alerts import AlertTier, MatchEvent
 from ..analyzer import Analyzer, gpu_providers
-from ..errors import ModelPackError, UprFacesError
+from ..errors import ImageError, ModelPackError, UprFacesError
 from ..gallery import (
     CACHE_FILE,
     EmbeddingCache,
@@ -69,7 +69,14 @@ from ..sources import (
     unmask_source,
 )
 from ..sync import GallerySync
-from ..upr_client import RetryPolicy, UprAuthError, UprClient, UprConnectionError
+from ..upr_client import (
+    RetryPolicy,
+    UprAuthError,
+    UprClient,
+    UprConnectionError,
+    UprPagingError,
+    UprResponseError,
+)
 from .config import CUSTOM_PACK, CameraConfig, EngineConfig, check_source, parse_config
 from .store import Event, Store
 
@@ -660,6 +667,10 @@ class Engine:
         except UprAuthError:
             self._problem("registry", "registry_auth_failed", url=url)
             outcome = {"at": _iso(time.time()), "ok": False, "code": "invalid_auth"}
+        except ImageError as err:  # the analyzer failed on every photo: not the registry
+            _LOGGER.error("Gallery sync stopped: %s; the previous gallery stays in use", err)
+            outcome = {"at": _iso(time.time()), "ok": False, "code": "analyzer_failed"}
+            outcome["error"] = str(err)
         except UprFacesError as err:
             if "registry" not in self.problems or self.problems["registry"]["code"] != (
                 "registry_unreachable"
@@ -667,6 +678,13 @@ class Engine:
                 _LOGGER.warning("UPR registry unreachable (%s); matching goes on", err)
             self._problem("registry", "registry_unreachable", url=url)
             outcome = {"at": _iso(time.time()), "ok": False, "code": "cannot_connect"}
+            if isinstance(err, UprResponseError):  # it answers, but nothing usable
+                outcome |= {"code": "bad_response", "error": str(err)}
+                if isinstance(err, UprPagingError):
+                    outcome["reason"] = err.reason
+        except Exception:  # never let one sync end the loop: the gallery stays
+            _LOGGER.exception("Gallery sync failed; the previous gallery stays in use")
+            outcome = {"at": _iso(time.time()), "ok": False, "code": "unknown"}
         else:
             self._problem("registry", None)
             self._problem("gallery", None)
@@ -1339,7 +1357,7 @@ def public_alert(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def _counts(report: dict[str, Any]) -> dict[str, Any]:
-    keep = ("persons", "references", "skipped")
+    keep = ("persons", "references", "skipped", "duplicates")
     return {key: report[key] for key in keep if key in report}
 
 
