@@ -663,9 +663,10 @@ async def test_a_registry_that_never_answers_does_not_delay_the_first_match(
 async def test_alerts_images_verdicts_and_audit(
     engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto], test_pack: Path
 ) -> None:
-    """An alert's face crop and frame (0600), its registry photo, a verdict with the
-    deciding user (sent to the registry, audited, on the stream), a second verdict
-    refused, an unknown alert a clean 404."""
+    """An alert's face crop and frame (0600), its registry photo, a rejection with the
+    deciding user (sent to the registry, audited, on the stream; the face's images
+    deleted, its embedding kept), a second verdict refused, an unknown alert a clean
+    404."""
     registry = _registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
@@ -708,6 +709,14 @@ async def test_alerts_images_verdicts_and_audit(
                 assert decided["decided_by"] == "u-7"
                 assert decided["decided_by_name"] == "Agent Martin"
                 assert event[-1]["data"] == decided
+                # not that person: the face matches no one, its images are gone; the
+                # record keeps its embedding (never shown to clients)
+                assert decided["has_images"] is False
+                assert "embedding" not in decided
+                for kind in ("face", "frame"):
+                    status, _ = await api.get(f"/alerts/{alert['id']}/{kind}.jpg")
+                    assert status == 404
+                    assert not (engine.data / "alerts" / f"{alert['id']}_{kind}.jpg").exists()
 
                 status, again = await api.request(
                     "POST",
@@ -737,6 +746,14 @@ async def test_alerts_images_verdicts_and_audit(
                 actions = [(line["action"], line["user_name"]) for line in audit["audit"]]
                 assert ("rejected", "Agent Martin") in actions
                 assert ("alert", None) in actions
+        store = Store(engine.data)
+        try:
+            kept = store.alert(alert["id"])
+        finally:
+            store.close()
+        assert kept is not None
+        assert len(kept["embedding"]) == 128  # the test pack's recognizer
+        assert abs(sum(v * v for v in kept["embedding"]) - 1.0) < 1e-3
     finally:
         await registry.stop()
 

@@ -32,6 +32,9 @@ class MatchEvent:
     upgraded: bool = False
     snapshot_jpeg: bytes | None = field(default=None, repr=False)
     face_jpeg: bytes | None = field(default=None, repr=False)
+    embedding: tuple[float, ...] | None = field(default=None, repr=False)
+    """The face's embedding (the mean of the track's, unit length): what a rejected alert
+    keeps of the face once its images are deleted."""
     match_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 

@@ -141,6 +141,14 @@ def _box4(box: Any) -> Box:
     return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
 
+def _mean_embedding(vectors: Sequence[Any]) -> tuple[float, ...] | None:
+    if not vectors:
+        return None
+    mean = np.mean(np.asarray(vectors, dtype=np.float32), axis=0)
+    norm = float(np.linalg.norm(mean))
+    return tuple(round(float(v), 6) for v in mean / norm) if norm > 0 else None
+
+
 def hide_faces(image: ImageArray, boxes: Sequence[Box]) -> ImageArray:
     """A copy of the image in which each box (with a margin) is pixelated beyond
     recognition: what an alert keeps of the bystanders next to the matched person."""
@@ -347,6 +355,7 @@ class CameraWorker:
             upgraded=announced == "probable",
             snapshot_jpeg=encode_jpeg(snapshot, self.config.jpeg_quality),
             face_jpeg=encode_jpeg(face_crop(image, box4), 90),
+            embedding=_mean_embedding(track.embeddings),
         )
 
     def _face_box(self, track: Track, gallery: Gallery | None) -> FaceBox:

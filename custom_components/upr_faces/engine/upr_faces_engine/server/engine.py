@@ -848,6 +848,7 @@ class Engine:
             "latency_s": round(event.latency_s, 3),
             "track_id": event.track_id,
             "has_images": has_images,
+            "embedding": list(event.embedding) if event.embedding else None,
             "state": "pending",
             "decided_by": None,
             "decided_by_name": None,
@@ -949,6 +950,11 @@ class Engine:
             decided_at=_iso(now),
             comment=comment,
         )
+        if verdict == "rejected":
+            # not that person: the face matches no one, so its images go; the record
+            # keeps only its embedding, until the retention removes it
+            await asyncio.to_thread(self._remove_images, [alert_id])
+            alert["has_images"] = False
         self.store.put_alert(alert)
         if verdict == "rejected" and self.pipeline is not None:
             self.pipeline.reject(alert["camera_id"], int(alert["track_id"]), alert["person_id"])
@@ -1352,8 +1358,8 @@ def _outbox_info(status: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def public_alert(alert: dict[str, Any]) -> dict[str, Any]:
-    """An alert record as clients see it."""
-    return {key: value for key, value in alert.items() if key != "detected_at_ts"}
+    """An alert record as clients see it (no embedding: biometric data stays here)."""
+    return {k: v for k, v in alert.items() if k not in ("detected_at_ts", "embedding")}
 
 
 def _counts(report: dict[str, Any]) -> dict[str, Any]:
