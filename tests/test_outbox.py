@@ -188,6 +188,12 @@ async def test_permanent_rejection_goes_to_dead_letters(
     assert again.rejected == 2
     seq = again.enqueue_alert(alert(3))
     assert seq > max(int(path.name[:12]) for path in dead)
+    # they hold face crops: gone after the retention, not before
+    old = time.time() - 31 * 86_400
+    os.utime(dead[0], (old, old))
+    assert again.prune_rejected(time.time() - 30 * 86_400) == 1
+    assert sorted((tmp_path / "rejected").glob("*.json")) == dead[1:]
+    assert again.rejected == 1
 
 
 async def test_auth_failure_keeps_everything(

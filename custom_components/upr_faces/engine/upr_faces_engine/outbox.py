@@ -24,7 +24,8 @@ Rules:
   stops: what follows waits for the next try.
 * An item leaves only when the registry acknowledged it (200/201), or when the registry
   refused it for good (a 4xx other than 401/403/404/429): then it moves to ``rejected/``
-  with the reason. Nothing is dropped silently.
+  with the reason. Nothing is dropped silently; ``rejected/`` is pruned after the
+  retention (:meth:`Outbox.prune_rejected`).
 * A verdict is never sent while its alert is still in the outbox. A verdict answered 404
   (the registry does not know the alert) stays, and later items of the same alert wait
   behind it; it moves to ``rejected/`` once its alert was itself rejected, or after
@@ -483,6 +484,21 @@ class Outbox:
                 await _wait_first(wait, stop, self._kick)
         finally:
             self._loop = self._new_item = self._kick = None
+
+    def prune_rejected(self, before: float) -> int:
+        """Delete the items in ``rejected/`` set aside before ``before`` (Unix seconds):
+        they hold face crops, kept no longer than the retention. Blocking."""
+        removed = 0
+        for path in self.rejected_folder.glob("*.json"):
+            try:
+                if path.stat().st_mtime < before:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        with self._lock:
+            self._rejected_count = max(0, self._rejected_count - removed)
+        return removed
 
     def wake(self) -> None:
         """Try again now (thread-safe), cutting short a wait after a failure."""

@@ -985,9 +985,13 @@ class Engine:
         """Drop alerts, images, audit lines and events past the retention, hourly."""
         while not self._stop.is_set():
             days = self.config.options.retention_days if self.config else 30.0
-            expired = self.store.expire_alerts(time.time() - days * 86_400)
+            before = time.time() - days * 86_400
+            expired = self.store.expire_alerts(before)
             if expired:
                 await asyncio.to_thread(self._remove_images, expired)
+            if self.outbox is not None:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self.outbox.prune_rejected, before)
             self.store.prune_events()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_INTERVAL)
