@@ -169,6 +169,25 @@ def test_bystanders_are_hidden_in_the_alert_frame(
     assert float(np.abs(stored[:60, 640:].astype(int) - frame[:60, 640:]).mean()) < 8
 
 
+def test_track_ids_are_never_reused_after_a_reload(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """A rejection names its track by id: the same face seen by a camera rebuilt after a
+    reload gets a new id, so an old rejection cannot silence it."""
+    image = _canvas(faces_dir / "deepface_C_img13.jpg")
+    ids = []
+    for _run in range(2):  # a reload makes the camera's worker anew
+        source = SwitchableSource(image)
+        worker = CameraWorker("cam1", source, PipelineConfig(cooldown_s=0))
+        events = _process(worker, source, analyzer, gallery, 3)
+        ids.append(events[0].track_id)
+    assert ids[0] != ids[1]
+    assert ids[0] >= 10**12  # not a counter from 1
+    source = SwitchableSource(image)
+    worker = CameraWorker("cam1", source, PipelineConfig(cooldown_s=0))
+    assert worker.reject(ids[0], "deepface_C") is False  # no such track in this run
+
+
 def test_nobody_else_matches(analyzer: Analyzer, gallery: Gallery, faces_dir: Path) -> None:
     """A group photo of people outside the gallery, and animals, raise nothing."""
     for name in ("multi_insightface_t1.jpg", "noface_darknet_horses.jpg"):

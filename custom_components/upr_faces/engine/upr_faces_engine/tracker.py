@@ -9,6 +9,7 @@ the first one that is good enough, then only clearly better ones, at most
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -117,7 +118,9 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
         self.tracks: dict[int, Track] = {}
-        self._ids = itertools.count(1)
+        # ids unique for good, not per run: a rejection names a track by its id, and a
+        # tracker made after a reload must not give an old id to a new face
+        self._ids = itertools.count(time.time_ns() // 1_000)
 
     def update(self, detections: list[Detection], captured_at: float) -> list[Track]:
         """Assign the detections of a frame to tracks; returns the track of each detection."""
