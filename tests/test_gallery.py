@@ -231,6 +231,28 @@ def test_missing_folder(analyzer: Analyzer, tmp_path: Path) -> None:
 # --- photos refused before they are decoded ---------------------------------------------------
 
 
+def test_the_photo_cache_holds_the_detector_settings(
+    analyzer: Analyzer, labelled_photos: list[LabelledPhoto], tmp_path: Path, test_pack: Path
+) -> None:
+    """A pass with a detector that finds no face (too strict) caches "no face" for its
+    settings only: the next load with the usual detector embeds every photo again and all
+    persons can match; a third load is all from the cache."""
+    root = _make_folder(tmp_path / "gallery", labelled_photos)
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite3")
+    strict = Analyzer(find_pack(test_pack), threads=1, det_threshold=0.9999)
+    assert strict.model_id == analyzer.model_id  # same recognizer: embeddings compare
+    assert strict.photo_key != analyzer.photo_key
+    _, blind = load_folder(root, strict, cache)
+    assert blind.persons == 0
+    assert blind.skipped["no_face"] >= 16, blind.skipped
+    gallery, seeing = load_folder(root, analyzer, cache)
+    assert (seeing.persons, seeing.references, seeing.cached) == (6, 16, 0)
+    assert gallery.matchable_count == 6
+    _, again = load_folder(root, analyzer, cache)
+    assert (again.cached, again.embedded) == (16, 0)
+    cache.close()
+
+
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
     """A real PNG of 32000 x 32000 pixels in about 1 MB."""

@@ -18,7 +18,7 @@ from .detector import Detection, ScrfdDetector
 from .embedder import ALIGNED_SIZE, Embedder, align_face
 from .errors import ImageError
 from .images import photo_size
-from .models import ModelPack
+from .models import ModelPack, file_sha256
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -194,6 +194,14 @@ class Analyzer:
         # recognizer file name, content hash and embedding size: part of every cache key
         # (hashing the file is done here, in the constructor, never on an event loop)
         self.model_id = pack.identity
+        # what a reference photo's embedding depends on: the recognizer and the detector
+        # with its settings (which face is found, its landmarks, or none): the photo
+        # cache's key, so that another detector size never reuses an old "no face"
+        detector = pack.detector
+        self.photo_key = (
+            f"{self.model_id}|{detector.stem}:{file_sha256(detector)[:16]}"
+            f"|{det_size}|{det_threshold:g}|{'square' if square else 'fit'}"
+        )
 
     def detect(self, image: ImageArray) -> list[Detection]:
         """Faces of a BGR image, without embeddings."""

@@ -387,7 +387,7 @@ def embed_photo_cached(
         return PhotoEmbedding(None, problem, 0)
     digest = hashlib.sha256(data).hexdigest()
     if cache is not None:
-        hit = cache.get(digest, analyzer.model_id)
+        hit = cache.get(digest, analyzer.photo_key)
         if hit is not None:
             report.cached += 1
             return hit
@@ -398,7 +398,7 @@ def embed_photo_cached(
         return PhotoEmbedding(None, "embed_failed", 0)
     report.embedded += 1
     if cache is not None:
-        cache.put(digest, analyzer.model_id, result)
+        cache.put(digest, analyzer.photo_key, result)
     return result
 
 

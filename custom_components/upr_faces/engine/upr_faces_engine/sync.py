@@ -192,6 +192,11 @@ class GallerySync:
         if gallery.model_id != self.analyzer.model_id:
             _LOGGER.info("Synced gallery made with %s: a full sync follows", gallery.model_id)
             return None
+        if gallery.meta.get("photo_key", self.analyzer.photo_key) != self.analyzer.photo_key:
+            # its embeddings still compare (same recognizer): matching goes on with them
+            # while a full sync embeds every photo again with this detector
+            _LOGGER.info("Synced gallery made with other detector settings: a full sync follows")
+            gallery.meta["cursor"] = None
         if gallery.meta.get("source") != SOURCE or gallery.meta.get("api_url") != (
             self.client.base_url
         ):
@@ -276,7 +281,12 @@ class GallerySync:
             model_id=self.analyzer.model_id,
             embedding_size=self.analyzer.embedding_size,
             synced_at=time.time(),
-            meta={"source": SOURCE, "api_url": self.client.base_url, "cursor": next_cursor},
+            meta={
+                "source": SOURCE,
+                "api_url": self.client.base_url,
+                "cursor": next_cursor,
+                "photo_key": self.analyzer.photo_key,
+            },
         )
         report.persons = gallery.matchable_count
         report.references = gallery.reference_count
@@ -438,10 +448,10 @@ class GallerySync:
         self, person_id: str, photo: RemotePhoto, report: SyncReport
     ) -> PhotoEmbedding | None:
         """Download (unless cached by its sha256) and embed one photo; None when skipped."""
-        model_id = self.analyzer.model_id
+        photo_key = self.analyzer.photo_key
         if photo.sha256 is not None and self.cache is not None:
             cache = self.cache
-            hit = await asyncio.to_thread(cache.get, photo.sha256, model_id)
+            hit = await asyncio.to_thread(cache.get, photo.sha256, photo_key)
             if hit is not None:
                 report.cached += 1
                 return hit

@@ -360,7 +360,8 @@ class Engine:
                 self._analyzer_key = analyzer_key
                 self._gallery_key = None
                 result["reloaded"].append("models")
-            gallery_key = (config.gallery, self.analyzer.model_id if self.analyzer else None)
+            # the detector's settings change which photos have a face: they reload it too
+            gallery_key = (config.gallery, self.analyzer.photo_key if self.analyzer else None)
             if gallery_key != self._gallery_key:
                 await self._load_gallery(config)
                 self._gallery_key = gallery_key
