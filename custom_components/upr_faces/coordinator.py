@@ -561,6 +561,15 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                     translation_key="unknown_match",
                     translation_placeholders={"match_id": match_id},
                 ) from err
+            if err.code in ("outbox_full", "storage_failed"):  # nothing changed: try again
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN,
+                    translation_key=f"verdict_{err.code}",
+                    translation_placeholders={
+                        "match_id": match_id,
+                        "folder": err.placeholders.get("folder", "-"),
+                    },
+                ) from err
             raise self._failure(err) from err
         except EngineConnectionError as err:
             raise self._failure(err) from err

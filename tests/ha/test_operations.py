@@ -563,6 +563,43 @@ async def test_what_a_registry_sends_never_stops_set_up(
     )
 
 
+async def test_a_verdict_that_cannot_be_kept_is_said_and_changes_nothing(
+    hass: HomeAssistant,
+    http: None,
+    registry: UprServer,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+) -> None:
+    """The engine cannot queue a verdict for the registry (its outbox takes no write):
+    the service says so in words, the alert stays pending; the same call succeeds once
+    the folder is back."""
+    entry = registry_entry(registry, test_pack, clip, engine)
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for(lambda: len(events) >= 1, 40)
+    match_id = events[0].data["match_id"]
+    outbox = engine.data / "outbox"
+    shutil.rmtree(outbox)
+    outbox.write_bytes(b"")
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            DOMAIN, "confirm_match", {"match_id": match_id}, blocking=True
+        )
+    assert err.value.translation_key == "verdict_storage_failed"
+    assert err.value.translation_placeholders["folder"] == str(outbox.resolve())
+    async with EngineClient(engine) as api:
+        _, kept = await api.get(f"/alerts/{match_id}")
+    assert kept["state"] == "pending"
+    outbox.unlink()
+    (outbox / "rejected").mkdir(parents=True)
+    await hass.services.async_call(DOMAIN, "confirm_match", {"match_id": match_id}, blocking=True)
+    async with EngineClient(engine) as api:
+        _, kept = await api.get(f"/alerts/{match_id}")
+    assert kept["state"] == "confirmed"
+
+
 async def test_not_loaded_entry_in_views(
     hass: HomeAssistant, http: None, hass_client: ClientSessionGenerator
 ) -> None:

@@ -576,6 +576,51 @@ async def test_a_disk_that_takes_nothing_loses_no_alert(
     assert "Traceback" not in engine.log_text()
 
 
+async def test_a_verdict_that_cannot_be_queued_changes_nothing(
+    engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto]
+) -> None:
+    """The outbox cannot take the verdict (its folder takes no write): the answer is a
+    503 naming the folder, the alert stays pending (nothing half-applied), and the same
+    verdict once the folder is back is recorded and reaches the registry."""
+    registry = _registry_with_persons(labelled_photos)
+    await registry.start()
+    engine = engines()
+    try:
+        engine.start()
+        async with EngineClient(engine) as api:
+            await api.put_config(registry_config(registry.url, registry.key, camera("door", clip)))
+            alert = (await wait_for(lambda: alerts_of(api), "an alert", 60))[-1]
+
+            async def delivered() -> bool:
+                return alert["id"] in registry.registry.alerts
+
+            await wait_for(delivered, "the alert at the registry", 30)
+            outbox = engine.data / "outbox"
+            shutil.rmtree(outbox)
+            outbox.write_bytes(b"")
+            body = {"verdict": "confirmed", "user_name": "Agent Martin"}
+            path = f"/alerts/{alert['id']}/verdict"
+            status, refused = await api.request("POST", path, body)
+            _, after = await api.get(f"/alerts/{alert['id']}")
+            outbox.unlink()
+            outbox.mkdir()
+            (outbox / "rejected").mkdir()
+            status_again, decided = await api.request("POST", path, body)
+
+            async def verdict_sent() -> bool:
+                return any(v["alert_id"] == alert["id"] for v in registry.registry.verdicts)
+
+            await wait_for(verdict_sent, "the verdict at the registry", 30)
+    finally:
+        engine.kill()
+        await registry.stop()
+    assert status == 503
+    assert refused["error"]["code"] == "storage_failed"
+    assert refused["error"]["placeholders"]["folder"] == str(outbox.resolve())
+    assert after["state"] == "pending"
+    assert (status_again, decided["state"]) == (200, "confirmed")
+
+
 async def test_a_stop_records_every_match_on_its_way(tmp_path: Path) -> None:
     """Matches the pipeline handed over just before a stop are recorded whole (alert,
     images 0600, event) before the database closes: none is lost to the stop."""

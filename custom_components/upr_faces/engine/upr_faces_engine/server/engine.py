@@ -54,7 +54,7 @@ from ..models import (
     official_pack,
     verify_pack,
 )
-from ..outbox import Outbox
+from ..outbox import Outbox, OutboxFullError
 from ..pipeline import Pipeline, PipelineConfig
 from ..sources import (
     DEFAULT_MAX_BACKOFF,
@@ -189,6 +189,7 @@ class Engine:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._matches: set[asyncio.Task[None]] = set()  # alerts being recorded
+        self._deciding: set[str] = set()  # alerts whose verdict is being queued
         self._sync_task: asyncio.Task[None] | None = None
         self._sync_wake = asyncio.Event()
         self._outbox_stop: asyncio.Event | None = None
@@ -943,7 +944,55 @@ class Engine:
                 verdict=str(alert["state"]),
                 by=str(alert.get("decided_by_name") or alert.get("decided_by") or ""),
             )
+        if alert_id in self._deciding:  # another verdict on it is being queued
+            raise EngineError(
+                "already_decided",
+                "this alert is being decided",
+                status=409,
+                match_id=alert_id,
+                verdict="pending",
+                by="",
+            )
+        self._deciding.add(alert_id)
+        try:
+            return await self._decide(alert, verdict, user_id, user_name, comment)
+        finally:
+            self._deciding.discard(alert_id)
+
+    async def _decide(
+        self,
+        alert: dict[str, Any],
+        verdict: Verdict,
+        user_id: str | None,
+        user_name: str | None,
+        comment: str | None,
+    ) -> dict[str, Any]:
+        alert_id = str(alert["id"])
         now = time.time()
+        # Queued first, recorded after: a verdict that cannot reach the outbox (full, a
+        # disk that takes no write) changes nothing and says why; tried again, it works.
+        if self.client is not None and self.outbox is not None:
+            try:
+                await self.outbox.async_enqueue_verdict(
+                    alert_id,
+                    {
+                        "verdict": verdict,
+                        "by": user_name or user_id or "unknown",
+                        "comment": comment,
+                        "at": _iso(now),
+                    },
+                )
+            except OutboxFullError as err:
+                raise EngineError("outbox_full", str(err), status=503, match_id=alert_id) from err
+            except OSError as err:
+                self._storage(self.outbox.folder, err)
+                raise EngineError(
+                    "storage_failed",
+                    "the verdict cannot be kept for the registry",
+                    status=503,
+                    folder=str(self.outbox.folder),
+                    error=err.strerror or str(err),
+                ) from err
         alert.update(
             state=verdict,
             decided_by=user_id,
@@ -959,16 +1008,6 @@ class Engine:
         self.store.put_alert(alert)
         if verdict == "rejected" and self.pipeline is not None:
             self.pipeline.reject(alert["camera_id"], int(alert["track_id"]), alert["person_id"])
-        if self.client is not None and self.outbox is not None:
-            await self.outbox.async_enqueue_verdict(
-                alert_id,
-                {
-                    "verdict": verdict,
-                    "by": user_name or user_id or "unknown",
-                    "comment": comment,
-                    "at": _iso(now),
-                },
-            )
         self._audit(
             verdict,
             user_id,
