@@ -172,6 +172,12 @@ def _finite(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
+def _to_minute(when: datetime | None) -> datetime | None:
+    """A time at the minute: a sensor that changes at most once a minute (a face in view
+    is analysed several times a second; history and the logbook need not know)."""
+    return when.replace(second=0, microsecond=0) if when is not None else None
+
+
 def _time(text: str | None) -> datetime | None:
     return dt_util.parse_datetime(text) if text else None
 
@@ -767,7 +773,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             outbox_pending=int(outbox.get("pending") or 0),
             outbox_stuck=int(outbox.get("stuck") or 0),
             outbox_stuck_since=_time(outbox.get("stuck_since")),
-            last_detection=_time(info.get("last_detection")),
+            last_detection=_to_minute(_time(info.get("last_detection"))),
             registry_reachable=None if not registry else registry_problem != "registry_unreachable",
         )
 

@@ -178,6 +178,13 @@ async def test_folder_entry_operations(
     assert info["gallery_size"] == 6
     assert info["registry_reachable"] == "-"
     assert info["last_detection"] != "-"
+    # at the minute: the sensor changes at most once a minute, not at every analysed frame
+    shown = dt_util.parse_datetime(hass.states.get("sensor.upr_faces_last_detection").state)
+    engine_time = dt_util.parse_datetime(coordinator.info["last_detection"])
+    assert shown is not None
+    assert engine_time is not None
+    assert (shown.second, shown.microsecond) == (0, 0)
+    assert timedelta(0) <= engine_time - shown < timedelta(minutes=2)
     assert info["engine_reachable"] is True
     assert info["engine_version"] == (await _engine_info(engine))["version"]
 
