@@ -824,7 +824,8 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                             "since": dt_util.utc_from_timestamp(since).isoformat(),
                         },
                     )
-            elif self._offline_since.pop(camera_id, None) is not None:
+            else:  # also one raised before a reload or a restart
+                self._offline_since.pop(camera_id, None)
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
         problems = {p.get("key"): p for p in self.info.get("problems", [])}
         models = problems.get("models")

@@ -607,6 +607,38 @@ async def test_a_verdict_that_cannot_be_kept_is_said_and_changes_nothing(
     assert kept["state"] == "confirmed"
 
 
+async def test_a_camera_offline_issue_of_a_previous_run_goes_once_it_streams(
+    hass: HomeAssistant,
+    http: None,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    """A *camera offline* repair issue raised before a restart (Home Assistant keeps
+    issues) is cleared once that camera streams again, by the new run."""
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
+    entry.add_to_hass(hass)
+    (door_id,) = entry.subentries
+    issues = ir.async_get(hass)
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        f"camera_offline_{door_id}",
+        is_fixable=False,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key="camera_offline",
+        translation_placeholders={"camera": "Door", "reason": "-", "since": "-"},
+    )
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    coordinator = entry.runtime_data
+    await wait_for(lambda: coordinator.data.cameras[door_id].state == "streaming", 30)
+    coordinator._check_repairs()
+    assert issues.async_get_issue(DOMAIN, f"camera_offline_{door_id}") is None
+
+
 async def test_not_loaded_entry_in_views(
     hass: HomeAssistant, http: None, hass_client: ClientSessionGenerator
 ) -> None:
