@@ -27,6 +27,8 @@ class UprAlertEvent(UprFacesCameraEntity, EventEntity):
     """Alerts of one camera, for the UI, history and automations."""
 
     _attr_translation_key = "alert"
+    # who was seen stays out of the recorder's history (the upr_match event carries it)
+    _unrecorded_attributes = frozenset({"match_id", "person_id", "reference", "similarity"})
 
     def __init__(self, coordinator: UprFacesCoordinator, camera_id: str) -> None:
         super().__init__(coordinator, camera_id, "alert")

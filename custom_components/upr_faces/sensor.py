@@ -37,7 +37,7 @@ class HubSensorDescription(SensorEntityDescription):
 class CameraSensorDescription(SensorEntityDescription):
     """A camera sensor and how it reads the camera's data."""
 
-    value_fn: Callable[[CameraData], StateType]
+    value_fn: Callable[[CameraData], StateType | datetime]
     attrs_fn: Callable[[CameraData], dict[str, Any] | None] = lambda _cam: None
 
 
@@ -50,10 +50,17 @@ def _last_match_attrs(cam: CameraData) -> dict[str, Any] | None:
         "tier": record.tier,
         "person_id": record.person_id,
         "reference": record.reference,
+        "display_name": record.display_name,
         "similarity": record.similarity,
-        "detected_at": record.detected_at,
         "state": record.state,
     }
+
+
+# who was seen: shown live, never written to the recorder's history (its purge period is
+# not the retention option's)
+PERSONAL_ATTRIBUTES: frozenset[str] = frozenset(
+    {"match_id", "person_id", "reference", "display_name", "similarity"}
+)
 
 
 HUB_SENSORS: tuple[HubSensorDescription, ...] = (
@@ -126,9 +133,8 @@ CAMERA_SENSORS: tuple[CameraSensorDescription, ...] = (
     CameraSensorDescription(
         key="last_match",
         translation_key="last_match",
-        value_fn=lambda cam: (
-            (cam.last_match.display_name or cam.last_match.reference) if cam.last_match else None
-        ),
+        device_class=SensorDeviceClass.TIMESTAMP,  # when; who is in unrecorded attributes
+        value_fn=lambda cam: cam.last_match.detected if cam.last_match else None,
         attrs_fn=_last_match_attrs,
     ),
 )
@@ -168,6 +174,7 @@ class CameraSensor(UprFacesCameraEntity, SensorEntity):
     """A sensor of one camera."""
 
     entity_description: CameraSensorDescription
+    _unrecorded_attributes = PERSONAL_ATTRIBUTES
 
     def __init__(
         self, coordinator: UprFacesCoordinator, camera_id: str, description: CameraSensorDescription
@@ -176,7 +183,7 @@ class CameraSensor(UprFacesCameraEntity, SensorEntity):
         self.entity_description = description
 
     @property
-    def native_value(self) -> StateType:
+    def native_value(self) -> StateType | datetime:
         """The value, from the coordinator's data."""
         camera = self.camera
         return self.entity_description.value_fn(camera) if camera else None

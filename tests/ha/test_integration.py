@@ -80,7 +80,16 @@ async def test_registry_end_to_end(
     assert hass.states.get("binary_sensor.door_stream").state == "on"
     event_state = hass.states.get("event.door_alert")
     assert event_state.attributes["event_type"] == "match"
-    assert hass.states.get("sensor.door_last_match").state in ("Person C", "Person D")
+    last_match = hass.states.get("sensor.door_last_match")
+    assert dt_util.parse_datetime(last_match.state) is not None  # when, not who
+    assert last_match.attributes["display_name"] in ("Person C", "Person D")
+    # who was seen is shown live but kept out of the recorder's history
+    personal = {"match_id", "person_id", "reference", "display_name", "similarity"}
+    assert last_match.state_info is not None
+    assert personal <= last_match.state_info["unrecorded_attributes"]
+    assert event_state.state_info is not None
+    assert {"person_id", "reference"} <= event_state.state_info["unrecorded_attributes"]
+    assert not any(name in last_match.state for name in ("Person", "UPR-"))
     ent_reg = er.async_get(hass)
     assert ent_reg.async_get("camera.door").config_subentry_id in entry.subentries
 
