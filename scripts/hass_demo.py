@@ -357,7 +357,28 @@ async def websocket_call(base_url: str, token: str, message: dict[str, Any]) -> 
                 return reply.get("result")
 
 
-def dashboard(camera_entity: str) -> dict[str, Any]:
+HUB_SENSORS = (
+    "active_streams",
+    "total_cameras",
+    "last_detection",
+    "gallery_size",
+    "pending_alerts",
+)
+
+
+async def demo_entities(base_url: str, token: str, entry_id: str) -> tuple[str, list[str]]:
+    """The camera's and the hub sensors' entity ids, read from the entity registry: they
+    are made from the translated names, so they depend on the language."""
+    entries = await websocket_call(base_url, token, {"type": "config/entity_registry/list"})
+    ours = [e for e in entries if e.get("config_entry_id") == entry_id]
+    cameras = [e["entity_id"] for e in ours if e["entity_id"].startswith("camera.")]
+    if not cameras:
+        raise LookupError("no camera entity yet")
+    by_unique = {e["unique_id"]: e["entity_id"] for e in ours}
+    return cameras[0], [by_unique[f"{entry_id}_{key}"] for key in HUB_SENSORS]
+
+
+def dashboard(camera_entity: str, sensors: list[str]) -> dict[str, Any]:
     """The demo dashboard: the camera, the alert card and the health sensors."""
     return {
         "title": "UPR Faces",
@@ -368,16 +389,7 @@ def dashboard(camera_entity: str) -> dict[str, Any]:
                 "cards": [
                     {"type": "picture-entity", "entity": camera_entity, "camera_view": "live"},
                     {"type": "custom:upr-alerts-card"},
-                    {
-                        "type": "entities",
-                        "entities": [
-                            "sensor.upr_faces_active_streams",
-                            "sensor.upr_faces_total_cameras",
-                            "sensor.upr_faces_last_detection",
-                            "sensor.upr_faces_gallery_size",
-                            "sensor.upr_faces_alerts_awaiting_a_verdict",
-                        ],
-                    },
+                    {"type": "entities", "entities": sensors},
                 ],
             }
         ],
@@ -413,6 +425,20 @@ def build_demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
     return gallery, clip
 
 
+async def wait_for_entities(
+    base_url: str, token: str, entry_id: str, seconds: float = 60
+) -> tuple[str, list[str]]:
+    """:func:`demo_entities` once the camera's entities exist."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await demo_entities(base_url, token, entry_id)
+        except LookupError:  # KeyError too
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def run_demo(port: int, models: Path, faces: Path, config_dir: Path, language: str) -> int:
     """Start the demo and keep it running until interrupted."""
     if config_dir.exists():
@@ -430,8 +456,9 @@ async def run_demo(port: int, models: Path, faces: Path, config_dir: Path, langu
         await keep_http_config(hass, login.token, language)
         entry_id = await setup_folder_entry(hass.base_url, login.token, gallery, models)
         await add_camera(hass.base_url, login.token, entry_id, "Entrée", f"file://{clip}")
+        camera, sensors = await wait_for_entities(hass.base_url, login.token, entry_id)
         path = await save_dashboard(
-            hass.base_url, login.token, DASHBOARD, dashboard("camera.entree")
+            hass.base_url, login.token, DASHBOARD, dashboard(camera, sensors)
         )
         print(
             f"\nUPR Faces demo on {hass.base_url}{path}/watch\n  user:     {login.username}\n"
@@ -453,6 +480,11 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=ROOT / "demo_config" / "hass")
     parser.add_argument("--language", default="fr", choices=["fr", "en"])
     args = parser.parse_args()
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops Home Assistant too, as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         return asyncio.run(run_demo(args.port, args.models, args.faces, args.config, args.language))
     except KeyboardInterrupt:
