@@ -187,3 +187,159 @@ def test_sessions_are_shared(test_pack: Path) -> None:
     second = Analyzer(find_pack(test_pack), threads=1, det_size=320)
     assert first.embedder._session is second.embedder._session
     assert first.detector._session is second.detector._session
+
+
+# --------------------------------------------------------------------------------------
+# Model variants: a detector exported with a fixed input, a recognizer that normalises
+# its own input (MXNet-style). Both are built from the shared models with ``onnx``.
+# --------------------------------------------------------------------------------------
+
+DET = "det_500m.onnx"
+REC = "mobilefacenet_128d.onnx"
+
+
+def _fixed_detector(test_pack: Path, folder: Path, width: int, height: int) -> Path:
+    """A pack whose SCRFD has the input ``[1, 3, height, width]`` fixed in its graph (its
+    outputs' anchor counts fixed to match, as an exporter writes them)."""
+    import shutil
+
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(test_pack / DET))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims, (1, 3, height, width), strict=True):
+        dim.dim_value = size  # replaces the symbolic dim_param
+    for output in model.graph.output:
+        anchors = output.type.tensor_type.shape.dim[0]
+        anchors.dim_value = anchors.dim_value * width * height // (640 * 640)
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True)
+    onnx.save(model, str(folder / DET))
+    shutil.copyfile(test_pack / REC, folder / REC)
+    return folder
+
+
+def _pixel_recognizer(test_pack: Path, folder: Path) -> Path:
+    """A pack whose recognizer takes raw 0..255 pixels: ``Sub(127.5)`` then ``Mul(1/127.5)``
+    prepended on its input, named as MXNet's exporter names them."""
+    import shutil
+
+    onnx = pytest.importorskip("onnx")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    model = onnx.load(str(test_pack / REC))
+    graph = model.graph
+    original = graph.input[0].name
+    graph.input[0].name = "pixels"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(127.5, dtype=np.float32), "mean"),
+            numpy_helper.from_array(np.array(1 / 127.5, dtype=np.float32), "scale"),
+        ]
+    )
+    nodes = [
+        helper.make_node("Sub", ["pixels", "mean"], ["centred"], name="_minusscalar0"),
+        helper.make_node("Mul", ["centred", "scale"], [original], name="_mulscalar0"),
+        *graph.node,
+    ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True)
+    shutil.copyfile(test_pack / DET, folder / DET)
+    onnx.save(model, str(folder / REC))
+    return folder
+
+
+def _test_images(faces_dir: Path) -> list[np.ndarray]:
+    """Real photos at several sizes and shapes: as they are, halved, stretched to 16:9, and
+    padded above and below into a portrait."""
+    import cv2
+
+    images = []
+    for name in ("deepface_A_img2.jpg", "multi_deepface_couple.jpg"):
+        image = read_image(faces_dir / name)
+        height, width = image.shape[:2]
+        images += [
+            image,
+            cv2.resize(image, (width // 2, height // 2)),
+            cv2.resize(image, (1280, 720)),
+            cv2.copyMakeBorder(image, height // 2, height // 2, 0, 0, cv2.BORDER_CONSTANT),
+        ]
+    return images
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 640), (640, 480)])
+def test_fixed_size_detector(
+    test_pack: Path, tmp_path: Path, faces_dir: Path, width: int, height: int
+) -> None:
+    """A detector whose graph fixes its input always gets exactly that input, letterboxed,
+    whatever det_size and square say; it finds the faces the dynamic original finds."""
+    fixed = find_pack(_fixed_detector(test_pack, tmp_path / "fixed", width, height))
+    assert fixed.detector_input_size == (width, height)
+    reference = Analyzer(find_pack(test_pack), threads=1)
+    keys = set()
+    for det_size, square in ((320, True), (480, False), (640, True), (640, False)):
+        analyzer = Analyzer(fixed, threads=1, det_size=det_size, square=square)
+        keys.add(analyzer.photo_key)
+        for image in _test_images(faces_dir):
+            assert analyzer.detector.input_size_for(*image.shape[:2]) == (width, height)
+            expected = reference.detect(image)
+            found = analyzer.detect(image)
+            assert len(found) == len(expected) > 0, (det_size, square, image.shape)
+            for face in found:
+                best = max(_iou(face.box, other.box) for other in expected)
+                assert best > 0.9, (det_size, square, image.shape)
+    # the settings that do not apply do not split the reference photo cache
+    assert len(keys) == 1
+
+
+def test_dynamic_detector_keeps_its_settings(test_pack: Path) -> None:
+    """A detector with dynamic H and W still follows det_size and square."""
+    pack = find_pack(test_pack)
+    assert pack.detector_input_size is None
+    assert Analyzer(pack, threads=1, det_size=320).detector.input_size_for(480, 640) == (320, 320)
+    fit = Analyzer(pack, threads=1, det_size=320, square=False)
+    assert fit.detector.input_size_for(480, 640) == (320, 256)
+    assert Analyzer(pack, threads=1).photo_key != fit.photo_key
+
+
+def test_recognizer_that_normalises_its_input(
+    analyzer: Analyzer, test_pack: Path, tmp_path: Path, labelled_photos: list[LabelledPhoto]
+) -> None:
+    """A recognizer whose graph subtracts the mean and scales gets raw pixels: its
+    embeddings equal the original's; the original is still fed (x - 127.5) / 127.5."""
+    import onnxruntime as ort
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+
+    from upr_faces_engine.embedder import align_face
+
+    folder = _pixel_recognizer(test_pack, tmp_path / "pixels")
+    pack = find_pack(folder)
+    assert pack.recognizer_normalises_input is True
+    assert find_pack(test_pack).recognizer_normalises_input is False
+    pixels = Analyzer(pack, threads=1)
+    crops = []
+    for photo in labelled_photos:
+        if photo.faces == 0:
+            continue
+        image = read_image(photo.path)
+        crops += [align_face(image, det.landmarks) for det in analyzer.detect(image)]
+    assert len(crops) == 30
+    ours = analyzer.embedder.embed_aligned(crops)
+    theirs = pixels.embedder.embed_aligned(crops)
+    cosines = np.sum(ours * theirs, axis=1)
+    assert float(cosines.min()) > 0.999
+    # the original recognizer: RGB, (x - 127.5) / 127.5, as before
+    session = ort.InferenceSession(str(test_pack / REC), providers=["CPUExecutionProvider"])
+    rgb = np.stack(crops)[..., ::-1].astype(np.float32)
+    blob = ((rgb - 127.5) / 127.5).transpose(0, 3, 1, 2)
+    raw = session.run(None, {session.get_inputs()[0].name: blob})[0]
+    np.testing.assert_allclose(ours, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+    # InsightFace reads the same convention from the variant's graph
+    reference = ArcFaceONNX(str(folder / REC))
+    assert (reference.input_mean, reference.input_std) == (0.0, 1.0)
+    ref_vectors = reference.get_feat(crops)
+    ref_vectors /= np.linalg.norm(ref_vectors, axis=1, keepdims=True)
+    assert float(np.sum(ref_vectors * theirs, axis=1).min()) > 0.999
+    # its reference photos are embedded anew, not taken from a cache of the old ones
+    assert pixels.photo_key.endswith("|pixels")
+    assert not analyzer.photo_key.endswith("|pixels")

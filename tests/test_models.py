@@ -184,6 +184,77 @@ def test_graph_reader_agrees_with_onnxruntime(
         assert inspect_model(path) is info  # cached
 
 
+def _prefixed_recognizer(prefix: list[tuple[str, str, str]], constant_node: bool) -> bytes:
+    """A real 112x112 recognizer graph (GlobalAveragePool, MatMul to 128) whose input first
+    goes through ``prefix``: ``(op, first operand, second operand)`` each, where ``x`` is the
+    running tensor, ``c`` a constant (an initializer, or a Constant node) and ``""`` none."""
+    onnx = pytest.importorskip("onnx")
+    helper, numpy_helper, tensor = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+    import numpy as np
+
+    nodes = []
+    initializers = [numpy_helper.from_array(np.ones((3, 128), dtype=np.float32), "weight")]
+    if constant_node:
+        value = numpy_helper.from_array(np.array(127.5, dtype=np.float32))
+        nodes.append(helper.make_node("Constant", [], ["c"], value=value))
+    else:
+        initializers.append(numpy_helper.from_array(np.array(127.5, dtype=np.float32), "c"))
+    current = "pixels"
+    for index, (op, first, second) in enumerate(prefix):
+        names = {"x": current, "c": "c"}
+        operands = [names[name] for name in (first, second) if name]
+        nodes.append(helper.make_node(op, operands, [f"t{index}"]))
+        current = f"t{index}"
+    nodes += [
+        helper.make_node("GlobalAveragePool", [current], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["emb"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("pixels", tensor.FLOAT, ["n", 3, 112, 112])],
+        [helper.make_tensor_value_info("emb", tensor.FLOAT, ["n", 128])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+@pytest.mark.parametrize(
+    ("prefix", "constant_node", "normalises"),
+    [
+        ([("Sub", "x", "c"), ("Mul", "x", "c")], False, True),  # MXNet's arcface
+        ([("Sub", "x", "c"), ("Div", "x", "c")], True, True),
+        ([("Mul", "c", "x")], False, True),
+        ([("Add", "x", "c")], True, True),
+        ([], False, False),
+        ([("Sub", "c", "x")], False, False),  # c - x is not a normalisation
+        ([("Div", "c", "x")], True, False),
+        ([("Mul", "x", "x")], False, False),  # no constant
+        ([("Relu", "x", ""), ("Mul", "x", "c")], False, False),  # not on the input itself
+    ],
+)
+def test_input_normalisation_read_from_graph(
+    tmp_path: Path, prefix: list[tuple[str, str, str]], constant_node: bool, normalises: bool
+) -> None:
+    path = tmp_path / "recognizer.onnx"
+    path.write_bytes(_prefixed_recognizer(prefix, constant_node))
+    info = inspect_model(path)
+    assert (info.kind, info.embedding_size) == ("recognizer", 128)
+    assert info.normalises_input is normalises
+
+
+def test_shared_models_do_not_normalise_their_input(test_pack: Path) -> None:
+    """The shared models are fed normalised pixels (a Mul deeper in them does not count)."""
+    for name in (DET, REC):
+        assert inspect_model(test_pack / name).normalises_input is False
+    assert find_pack(test_pack).recognizer_normalises_input is False
+
+
 def test_nested_folder_placed_by_hand(test_pack: Path, tmp_path: Path) -> None:
     inner = _copy(test_pack, tmp_path / "buffalo_sc" / "buffalo_sc", det=DET, rec=REC)
     pack = ensure_pack("buffalo_sc", tmp_path)

@@ -186,21 +186,41 @@ class Analyzer:
         self.providers = resolve_providers(providers)
         det_session = _POOL.get(pack.detector, self.providers, self.threads)
         rec_session = _POOL.get(pack.recognizer, self.providers, self.threads)
+        # how to feed the models is read from their graphs, not from the settings
+        fixed = pack.detector_input_size
+        raw_pixels = pack.recognizer_normalises_input
+        if fixed is not None:
+            _LOGGER.info(
+                "Detector %s has a fixed %dx%d input: every frame is letterboxed into it "
+                "(the detector size setting does not apply)",
+                pack.detector.name,
+                *fixed,
+            )
         self.detector = ScrfdDetector(
-            det_session, det_size=det_size, score_threshold=det_threshold, square=square
+            det_session,
+            det_size=det_size,
+            score_threshold=det_threshold,
+            square=square,
+            input_size=fixed,
         )
-        self.embedder = Embedder(rec_session)
+        self.embedder = Embedder(rec_session, raw_pixels=raw_pixels)
         self.embedding_size = self.embedder.embedding_size
         # recognizer file name, content hash and embedding size: part of every cache key
         # (hashing the file is done here, in the constructor, never on an event loop)
         self.model_id = pack.identity
         # what a reference photo's embedding depends on: the recognizer and the detector
         # with its settings (which face is found, its landmarks, or none): the photo
-        # cache's key, so that another detector size never reuses an old "no face"
+        # cache's key, so that another detector size never reuses an old "no face"; a fixed
+        # detector input replaces the settings it overrides, and a recognizer fed raw pixels
+        # is marked (its embeddings made before were of doubly normalised pixels)
         detector = pack.detector
+        if fixed is None:
+            settings = f"{det_size}|{det_threshold:g}|{'square' if square else 'fit'}"
+        else:
+            settings = f"{fixed[0]}x{fixed[1]}|{det_threshold:g}|fixed"
         self.photo_key = (
-            f"{self.model_id}|{detector.stem}:{file_sha256(detector)[:16]}"
-            f"|{det_size}|{det_threshold:g}|{'square' if square else 'fit'}"
+            f"{self.model_id}|{detector.stem}:{file_sha256(detector)[:16]}|{settings}"
+            f"{'|pixels' if raw_pixels else ''}"
         )
 
     def detect(self, image: ImageArray) -> list[Detection]:

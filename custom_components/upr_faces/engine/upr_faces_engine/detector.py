@@ -83,6 +83,10 @@ class ScrfdDetector:
     With ``square=True`` the image is letterboxed into ``det_size x det_size`` (as the
     reference implementation does); otherwise the input keeps the image's aspect ratio,
     rounded up to a multiple of 32, which saves work on 16:9 video frames.
+
+    ``input_size`` is the ``(width, height)`` a model's graph fixes (``ModelInfo.input_size``):
+    every image is then letterboxed into exactly that, and ``det_size`` and ``square`` do
+    not apply. None (dynamic height and width) keeps them.
     """
 
     def __init__(
@@ -93,14 +97,18 @@ class ScrfdDetector:
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         nms_threshold: float = DEFAULT_NMS_THRESHOLD,
         square: bool = True,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         if det_size < 32 or det_size % 32:
             raise ValueError(f"det_size must be a multiple of 32, got {det_size}")
+        if input_size is not None and min(input_size) < 32:
+            raise ValueError(f"fixed detector input must be at least 32x32, got {input_size}")
         self._session = session
         self.det_size = det_size
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.square = square
+        self.input_size = input_size
         self._input_name = session.get_inputs()[0].name
         outputs = session.get_outputs()
         if len(outputs) != 9:
@@ -121,6 +129,8 @@ class ScrfdDetector:
 
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
         """The network input ``(width, height)`` used for an image of this size."""
+        if self.input_size is not None:
+            return self.input_size
         if self.square:
             return self.det_size, self.det_size
         scale = self.det_size / max(height, width)
@@ -171,7 +181,9 @@ class ScrfdDetector:
             positive = np.flatnonzero(scores >= self.score_threshold)
             if positive.size == 0:
                 continue
-            centers = self._anchor_centers(in_h // stride, in_w // stride, stride)[positive]
+            # ceil: a fixed input need not be a multiple of 32 (padded convolutions round up)
+            rows, cols = -(-in_h // stride), -(-in_w // stride)
+            centers = self._anchor_centers(rows, cols, stride)[positive]
             dist = box_pred[positive] * stride
             boxes = np.stack(
                 [

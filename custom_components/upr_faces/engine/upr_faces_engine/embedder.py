@@ -81,11 +81,15 @@ def align_face(image: ImageArray, landmarks: npt.NDArray[np.floating]) -> ImageA
 class Embedder:
     """ArcFace-style recognizer: aligned 112x112 BGR crops in, L2-normalised embeddings out.
 
-    The embedding size is read from the model (run once on a blank face at start).
+    The embedding size is read from the model (run once on a blank face at start). Pixels
+    are fed as ``(x - 127.5) / 127.5`` in RGB; with ``raw_pixels=True`` (a graph that
+    normalises its input itself: ``ModelInfo.normalises_input``) as they are, 0..255.
     """
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, *, raw_pixels: bool = False) -> None:
         self._session = session
+        self.raw_pixels = raw_pixels
+        self._mean, self._std = (0.0, 1.0) if raw_pixels else (INPUT_MEAN, INPUT_STD)
         model_input = session.get_inputs()[0]
         shape = model_input.shape
         if len(shape) != 4 or shape[2:] != [ALIGNED_SIZE, ALIGNED_SIZE]:
@@ -111,7 +115,7 @@ class Embedder:
             return np.zeros((0, self.embedding_size), dtype=np.float32)
         blob = np.asarray(
             cv2.dnn.blobFromImages(
-                crops, 1.0 / INPUT_STD, (ALIGNED_SIZE, ALIGNED_SIZE), (INPUT_MEAN,) * 3, swapRB=True
+                crops, 1.0 / self._std, (ALIGNED_SIZE, ALIGNED_SIZE), (self._mean,) * 3, swapRB=True
             ),
             dtype=np.float32,
         )

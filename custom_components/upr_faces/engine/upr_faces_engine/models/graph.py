@@ -1,10 +1,10 @@
 """ONNX graphs read cheaply: inputs, outputs and the role of a model (detector, recognizer).
 
-The ONNX protobuf is walked for the graph's inputs and outputs only, seeking over weights,
-so a 170 MB recognizer costs a few milliseconds. ONNX Runtime is used only when the protobuf
-leaves the embedding size symbolic (it then infers the shape, or runs the model once on
-zeros). Results and file hashes are cached per process, keyed by path, size, modification
-time and inode.
+The ONNX protobuf is walked for the graph's inputs, outputs and first nodes only, seeking
+over weights, so a 170 MB recognizer costs a few milliseconds. ONNX Runtime is used only
+when the protobuf leaves the embedding size symbolic (it then infers the shape, or runs
+the model once on zeros). Results and file hashes are cached per process, keyed by path,
+size, modification time and inode.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ _LOGGER = logging.getLogger(__name__)
 RECOGNIZER_INPUT: Final = 112
 KEYPOINT_OUTPUTS: Final = 9
 PLAIN_OUTPUTS: Final = 6
+# How many of the graph's first nodes are read to tell whether it normalises its input.
+HEAD_NODES: Final = 16
+# Element-wise arithmetic that, applied to the input with constants, scales pixels.
+_NORMALISING_OPS: Final = frozenset({"Sub", "Mul", "Div", "Add"})
+_STANDARD_DOMAINS: Final = frozenset({"", "ai.onnx"})
 
 type ModelKind = Literal["detector", "detector_no_keypoints", "recognizer", "other"]
 
@@ -41,7 +46,13 @@ class TensorInfo:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What a model file's graph says it is."""
+    """What a model file's graph says it is.
+
+    ``normalises_input``: the graph's first nodes subtract a mean from and/or scale its
+    input by constants (MXNet's ``_minusscalar`` and ``_mulscalar``, as InsightFace's
+    ``ArcFaceONNX`` detects), so the model takes raw 0..255 pixels and must not be fed
+    normalised ones. False when the graph could only be read by ONNX Runtime.
+    """
 
     path: Path
     kind: ModelKind
@@ -49,6 +60,7 @@ class ModelInfo:
     outputs: tuple[TensorInfo, ...]
     size_bytes: int
     embedding_size: int | None = None
+    normalises_input: bool = False
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -60,6 +72,23 @@ class ModelInfo:
         if height is None or width is None:
             return None
         return (width, height)
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """The parts of a NodeProto that tell what it does to which tensors."""
+
+    op_type: str
+    domain: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Graph:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    normalises_input: bool = False
 
 
 class _ProtoError(Exception):
@@ -174,8 +203,56 @@ def _shape(stream: IO[bytes], start: int, end: int) -> tuple[int | None, ...]:
     return tuple(dims)
 
 
-def _graph_from_protobuf(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
-    """Graph inputs (initializers excluded, as ONNX Runtime does) and outputs."""
+def _node(stream: IO[bytes], start: int, end: int) -> _Node:
+    """Parse a NodeProto's inputs, outputs, op_type and domain, seeking over attributes."""
+    inputs: list[str] = []
+    outputs: list[str] = []
+    op_type = domain = ""
+    for number, wire, offset, value in _fields(stream, start, end):
+        if wire != 2:
+            continue
+        if number == 1:
+            inputs.append(_string(stream, offset, value))
+        elif number == 2:
+            outputs.append(_string(stream, offset, value))
+        elif number == 4:
+            op_type = _string(stream, offset, value)
+        elif number == 7:
+            domain = _string(stream, offset, value)
+    return _Node(op_type, domain, tuple(inputs), tuple(outputs))
+
+
+def _normalises_input(name: str, nodes: list[_Node], initializers: set[str]) -> bool:
+    """Whether the input first goes through Sub/Mul/Div/Add with constants.
+
+    The chain is followed from the input while each consumer is such an operation with a
+    constant (an initializer or a Constant node) as its other operand, and with the input
+    as the minuend or the dividend; anything else ends it.
+    """
+    constants = set(initializers)
+    constants.update(out for node in nodes if node.op_type == "Constant" for out in node.outputs)
+    tensor, found = name, False
+    for node in nodes:
+        if tensor not in node.inputs:
+            continue
+        if (
+            node.op_type not in _NORMALISING_OPS
+            or node.domain not in _STANDARD_DOMAINS
+            or len(node.inputs) != 2
+            or len(node.outputs) != 1
+        ):
+            break
+        first, second = node.inputs
+        other = second if first == tensor else first
+        if other not in constants or (node.op_type in ("Sub", "Div") and first != tensor):
+            break
+        tensor, found = node.outputs[0], True
+    return found
+
+
+def _graph_from_protobuf(path: Path) -> _Graph:
+    """Graph inputs (initializers excluded, as ONNX Runtime does), outputs, and whether the
+    first nodes normalise the input."""
     size = path.stat().st_size
     with path.open("rb") as stream:
         graph: tuple[int, int] | None = None
@@ -190,11 +267,15 @@ def _graph_from_protobuf(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[Tens
         inputs: list[TensorInfo] = []
         outputs: list[TensorInfo] = []
         initializers: set[str] = set()
+        nodes: list[_Node] = []
         start, length = graph
         for number, wire, offset, value in _fields(stream, start, start + length):
             if wire != 2:
                 continue
-            if number == 11:
+            if number == 1:
+                if len(nodes) < HEAD_NODES:
+                    nodes.append(_node(stream, offset, offset + value))
+            elif number == 11:
                 inputs.append(_value_info(_read(stream, offset, value)))
             elif number == 12:
                 outputs.append(_value_info(_read(stream, offset, value)))
@@ -207,7 +288,8 @@ def _graph_from_protobuf(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[Tens
     real_inputs = tuple(tensor for tensor in inputs if tensor.name not in initializers)
     if not real_inputs or not outputs:
         raise _ProtoError("graph without inputs or outputs")
-    return real_inputs, tuple(outputs)
+    normalises = _normalises_input(real_inputs[0].name, nodes, initializers)
+    return _Graph(real_inputs, tuple(outputs), normalises)
 
 
 def _ort_session(path: Path) -> Any:
@@ -230,12 +312,13 @@ def _ort_tensors(items: Any) -> tuple[TensorInfo, ...]:
     return tuple(tensors)
 
 
-def _graph_from_onnxruntime(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+def _graph_from_onnxruntime(path: Path) -> _Graph:
+    """Inputs and outputs from ONNX Runtime (which does not show the graph's nodes)."""
     try:
         session = _ort_session(path)
     except Exception as err:  # onnxruntime raises its own exception classes
         raise ModelPackError(f"{path}: not a readable ONNX model ({err})") from err
-    return _ort_tensors(session.get_inputs()), _ort_tensors(session.get_outputs())
+    return _Graph(_ort_tensors(session.get_inputs()), _ort_tensors(session.get_outputs()))
 
 
 def _probe_embedding_size(path: Path) -> int:
@@ -314,10 +397,11 @@ def inspect_model(path: Path) -> ModelInfo:
     if cached is not None:
         return cached
     try:
-        inputs, outputs = _graph_from_protobuf(path)
+        graph = _graph_from_protobuf(path)
     except (_ProtoError, OSError) as err:
         _LOGGER.debug("%s: protobuf walk failed (%s); asking onnxruntime", path, err)
-        inputs, outputs = _graph_from_onnxruntime(path)
+        graph = _graph_from_onnxruntime(path)
+    inputs, outputs = graph.inputs, graph.outputs
     kind, width_unknown = _classify(inputs, outputs)
     embedding_size: int | None = None
     if kind == "recognizer":
@@ -326,7 +410,7 @@ def inspect_model(path: Path) -> ModelInfo:
             embedding_size = _probe_embedding_size(path)
         else:
             embedding_size = out_shape[1]
-    info = ModelInfo(path, kind, inputs, outputs, key[1], embedding_size)
+    info = ModelInfo(path, kind, inputs, outputs, key[1], embedding_size, graph.normalises_input)
     _remember(_INFO_CACHE, key, info)
     return info
 

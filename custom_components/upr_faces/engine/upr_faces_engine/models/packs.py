@@ -9,6 +9,10 @@ by their graphs, never by their file names:
 * recognizer: one input ``[N, 3, 112, 112]`` and one 2-D output ``[N, D]``, where ``D`` is
   the embedding size (read from the model, never assumed).
 
+The graphs also say how to feed them: a detector exported with a fixed input size gets
+exactly that size, and a recognizer whose first nodes normalise its input (MXNet-style
+``Sub`` and ``Mul``) gets raw pixels.
+
 Other models of the official packs (landmarks 2d106 and 1k3d68, gender/age) are ignored.
 """
 
@@ -200,6 +204,11 @@ class ModelPack:
     def detector_input_size(self) -> tuple[int, int] | None:
         """(width, height) when the detector's graph fixes it; None when dynamic."""
         return self.detector_info.input_size
+
+    @property
+    def recognizer_normalises_input(self) -> bool:
+        """Whether the recognizer's graph normalises its input itself (raw pixels in)."""
+        return self.recognizer_info.normalises_input
 
     @property
     def embedding_size(self) -> int:
