@@ -452,7 +452,7 @@ async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
     try:
         engine.start()
         async with EngineClient(engine) as api:
-            await api.put_config(registry_config(registry.url, registry.key, camera("door", clip)))
+            await api.put_config(registry_config(registry.url, registry.key))
             await wait_for(lambda: _gallery_ok(api), "the first registry sync", 60)
             async with api.events() as socket:
                 hello = await _next_event(socket)
@@ -461,6 +461,8 @@ async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
                 )
             last_read = read[-1]["id"]
             await registry.stop()  # the registry goes away; alerts wait in the outbox
+            # the camera only now, so that no alert can reach the registry before it is gone
+            await api.put_config(registry_config(registry.url, registry.key, camera("door", clip)))
             await wait_for(lambda: _alert_count(api, 2), "both persons' alerts", 60)
             alerts = await alerts_of(api)
 
