@@ -344,3 +344,173 @@ def test_scheduler_shares_analyzer_fairly(
         ("cam2", "deepface_C"),
         ("cam3", "deepface_D"),
     ]
+
+
+# persons whose first photos put the face at about the same place of the frame (box overlap
+# above the tracker's 0.3), so that one taking the place of the other keeps the track
+SAME_PLACE = {
+    "deepface_A": "deepface_A_img10.jpg",
+    "deepface_C": "deepface_C_img13.jpg",
+    "deepface_D": "deepface_D_img16.jpg",
+    "deepface_E": "deepface_E_img20.jpg",
+}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(a, b) for a in SAME_PLACE for b in SAME_PLACE if a != b],
+)
+def test_a_new_face_in_the_place_of_another_is_recognised(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path, first: str, second: str
+) -> None:
+    """One person's face, then another's at the same place without a frame between: the
+    track notices the new face, splits, and the new identity is announced on a track of
+    its own, and the live view names it."""
+    source = SwitchableSource(_canvas(faces_dir / SAME_PLACE[first]))
+    worker = CameraWorker("cam", source, PipelineConfig(cooldown_s=60))
+    before = _process(worker, source, analyzer, gallery, 3)
+    assert [(e.person_id, e.tier) for e in before] == [(first, "match")]
+    (old_track,) = worker.tracker.tracks.values()
+    source.show(_canvas(faces_dir / SAME_PLACE[second]))
+    after: list[MatchEvent] = []
+    analysed = 0
+    while not after and analysed < 10:
+        after += _process(worker, source, analyzer, gallery, 1)
+        analysed += 1
+        if analysed == 1:  # the same place: the detection joined the old track first
+            assert old_track.hits == 4
+    assert [(e.person_id, e.tier, e.upgraded) for e in after] == [(second, "match", False)]
+    assert after[0].track_id != before[0].track_id
+    assert 0 <= after[0].latency_s < 2
+    _process(worker, source, analyzer, gallery, 1)
+    (face,) = worker.faces
+    assert face.track_id == after[0].track_id
+    assert face.tier == "match"
+    assert face.label is not None
+    assert face.label.startswith(second)
+    assert first not in face.label
+
+
+def test_a_still_face_is_embedded_again_every_two_seconds_only(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """What re-checking a track costs: a face that does not change, analysed 4 times a
+    second for 5 s of captured time, is embedded on its first frame and then once every
+    2 s (3 embeddings for 20 frames); one alert, one track."""
+    image = _canvas(faces_dir / "deepface_C_img13.jpg")
+    worker = CameraWorker("cam", SwitchableSource(image), PipelineConfig(cooldown_s=0))
+    events: list[MatchEvent] = []
+    embedded_at: list[float] = []
+    for seq in range(20):
+        at = 1000.0 + 0.25 * seq
+        events += worker.process(StillFrame(image, at, seq), analyzer, gallery)
+        (track,) = worker.tracker.tracks.values()
+        if len(track.embeddings) > len(embedded_at):
+            embedded_at.append(at - 1000.0)
+    assert embedded_at == [0.0, 2.0, 4.0]
+    assert [(e.person_id, e.tier) for e in events] == [("deepface_C", "match")]
+    assert track.track_id == events[0].track_id
+
+
+def test_a_match_is_decided_on_more_than_one_frame(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """A's face resembles A by 0.84. With the match tier at 0.8 (and probable at 0.75), one
+    frame of it is not enough for any tier: the face shown once, then gone, raises nothing.
+    Shown steadily, the second embedding agrees and it is a match at once. With the match
+    tier at 0.7, 0.84 is far enough above it to decide on the one frame."""
+    face = _canvas(faces_dir / "deepface_A_img10.jpg")
+    dog = _canvas(faces_dir / "noface_darknet_dog.jpg")
+    strict = Thresholds(match=0.8, probable=0.75)
+    source = SwitchableSource(face)
+    worker = CameraWorker("cam", source, PipelineConfig(cooldown_s=0), thresholds=strict)
+    assert _process(worker, source, analyzer, gallery, 1) == []
+    (track,) = worker.tracker.tracks.values()
+    assert 0.8 <= track.similarity["deepface_A"] < 0.9
+    (only,) = worker.faces
+    assert (only.tier, only.label) == ("none", None)  # not decided: not labelled either
+    source.show(dog)
+    assert _process(worker, source, analyzer, gallery, 4) == []
+    assert worker.stats().events == 0
+
+    source = SwitchableSource(face)
+    worker = CameraWorker("cam", source, PipelineConfig(cooldown_s=0), thresholds=strict)
+    per_frame = [_process(worker, source, analyzer, gallery, 1) for _ in range(4)]
+    assert [[(e.person_id, e.tier) for e in events] for events in per_frame] == [
+        [],
+        [("deepface_A", "match")],
+        [],
+        [],
+    ]
+    assert 0.8 <= per_frame[1][0].similarity < 0.9
+
+    source = SwitchableSource(face)
+    lenient = Thresholds(match=0.7, probable=0.6)
+    worker = CameraWorker("cam", source, PipelineConfig(cooldown_s=0), thresholds=lenient)
+    (event,) = _process(worker, source, analyzer, gallery, 1)
+    assert (event.person_id, event.tier) == ("deepface_A", "match")
+
+
+def test_a_poor_face_needs_more_agreeing_frames(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """A's face, small and blurred: its quality (about 0.6) makes each embedding weigh 3/4
+    of a good one's, so it takes three agreeing frames to match instead of two."""
+    small = cv2.resize(
+        read_image(faces_dir / "deepface_A_img10.jpg"),
+        None,
+        fx=0.3,
+        fy=0.3,
+        interpolation=cv2.INTER_AREA,
+    )
+    photo = cv2.GaussianBlur(small, (7, 7), 0)
+    frame = np.full((720, 1280, 3), 60, dtype=np.uint8)
+    frame[100 : 100 + photo.shape[0], 100 : 100 + photo.shape[1]] = photo
+    source = SwitchableSource(frame)
+    worker = CameraWorker(
+        "cam", source, PipelineConfig(cooldown_s=0), thresholds=Thresholds(0.58, 0.52)
+    )
+    per_frame = [_process(worker, source, analyzer, gallery, 1) for _ in range(4)]
+    (track,) = worker.tracker.tracks.values()
+    assert 0.58 <= track.similarity["deepface_A"] < 0.62  # never decisive alone
+    assert [[(e.person_id, e.tier) for e in events] for events in per_frame] == [
+        [],
+        [],
+        [("deepface_A", "match")],
+        [],
+    ]
+    assert [round(e.weight, 2) for e in track.evidence] == [0.75, 0.75, 0.75]
+
+
+def test_a_tie_between_two_persons_is_no_match(
+    analyzer: Analyzer,
+    labelled_photos: list[LabelledPhoto],
+    faces_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Two persons whose references are the same photos: a face that resembles both alike
+    names neither, in alerts or on the live view; C, in the same gallery, still matches."""
+    root = tmp_path / "gallery"
+    for photo in labelled_photos:
+        if photo.path.name in ("deepface_A_img10.jpg", "deepface_C_img13.jpg"):
+            continue  # the photos shown to the camera
+        if photo.identity == "deepface_A":
+            for twin in ("twin_1", "twin_2"):
+                (root / twin).mkdir(parents=True, exist_ok=True)
+                shutil.copy(photo.path, root / twin)
+        elif photo.identity == "deepface_C":
+            (root / "deepface_C").mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo.path, root / "deepface_C")
+    twins, _report = load_folder(root, analyzer)
+    source = SwitchableSource(_canvas(faces_dir / "deepface_A_img10.jpg"))
+    worker = CameraWorker("cam", source, PipelineConfig(cooldown_s=0))
+    assert _process(worker, source, analyzer, twins, 6) == []
+    (track,) = worker.tracker.tracks.values()
+    assert track.similarity["twin_1"] == pytest.approx(track.similarity["twin_2"], abs=1e-5)
+    assert track.similarity["twin_1"] > 0.8  # far above the match tier, were it alone
+    (face,) = worker.faces
+    assert (face.tier, face.label) == ("none", None)
+    source = SwitchableSource(_canvas(faces_dir / "deepface_C_img13.jpg"))
+    worker = CameraWorker("cam", source, PipelineConfig(cooldown_s=0))
+    events = _process(worker, source, analyzer, twins, 3)
+    assert [(e.person_id, e.tier) for e in events] == [("deepface_C", "match")]

@@ -3,7 +3,8 @@
 Each camera's reader thread keeps only its newest frame. Worker threads visit the cameras
 in turn: a camera is due ``detection_fps`` times a second; when it is due, its newest frame
 is taken (older ones are simply overwritten, never queued), a cheap motion gate may skip
-it, and otherwise faces are detected, tracked, embedded on their best frames and matched.
+it, and otherwise faces are detected, tracked, embedded on the frames worth it and matched;
+a track alerts once its evidence over several frames names a person (``tracker.py``).
 Nothing here grows with time: no queue, bounded tracks, bounded stats.
 """
 
@@ -23,18 +24,24 @@ import numpy.typing as npt
 
 from .alerts import AlertTier, CooldownGate, MatchEvent
 from .gallery import Gallery, Thresholds, Tier
-from .tracker import Track, Tracker, TrackerConfig, face_quality
+from .tracker import (
+    TIER_RANK,
+    ThumbArray,
+    Track,
+    Tracker,
+    TrackerConfig,
+    face_quality,
+    face_thumbnail,
+)
 
 if TYPE_CHECKING:
     from .analyzer import Analyzer
-    from .detector import Detection
 
 _LOGGER = logging.getLogger(__name__)
 
 ImageArray = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
 
-TIER_RANK: dict[Tier, int] = {"none": 0, "probable": 1, "match": 2}
 # BGR colours of the boxes drawn on the live view
 TIER_COLOURS: dict[Tier, tuple[int, int, int]] = {
     "match": (40, 40, 230),
@@ -280,22 +287,35 @@ class CameraWorker:
         if detections:
             self.last_detection_at = time.time()
         tracks = self.tracker.update(detections, frame.captured_at)
-        to_embed: list[tuple[Track, Detection]] = []
-        for track, detection in zip(tracks, detections, strict=True):
-            quality = face_quality(image, detection, self.config.tracker.min_face_size)
-            if gallery is not None and self.tracker.wants_embedding(track, quality):
-                to_embed.append((track, detection))
+        to_embed: list[tuple[int, float, ThumbArray | None]] = []
+        if gallery is not None and gallery.reference_count:
+            for index, (track, detection) in enumerate(zip(tracks, detections, strict=True)):
+                quality = face_quality(image, detection, self.config.tracker.min_face_size)
+                thumb = face_thumbnail(image, detection)
+                pending = self.tracker.pending(track, self.thresholds)
+                if self.tracker.wants_embedding(
+                    track, quality, thumb, frame.captured_at, pending=pending
+                ):
+                    to_embed.append((index, quality, thumb))
         events: list[MatchEvent] = []
-        if to_embed and gallery is not None and gallery.reference_count:
-            vectors = analyzer.embed(image, [det for _track, det in to_embed])
+        if to_embed and gallery is not None:
+            vectors = analyzer.embed(image, [detections[index] for index, _q, _t in to_embed])
             results = gallery.search(
                 vectors, top_k=self.config.top_k, thresholds=self.thresholds, include_none=True
             )
-            for index, ((track, det), found) in enumerate(zip(to_embed, results, strict=True)):
-                self.tracker.add_embedding(track, vectors[index])
-                for candidate in found:
-                    previous = track.similarity.get(candidate.person_id, -1.0)
-                    track.similarity[candidate.person_id] = max(previous, candidate.similarity)
+            for row, ((index, quality, thumb), found) in enumerate(
+                zip(to_embed, results, strict=True)
+            ):
+                track = self.tracker.add_embedding(
+                    tracks[index],
+                    vectors[row],
+                    {candidate.person_id: candidate.similarity for candidate in found},
+                    quality=quality,
+                    thumb=thumb,
+                    captured_at=frame.captured_at,
+                )
+                tracks[index] = track  # another person's face is a track of its own
+                det = detections[index]
                 others = [_box4(other.box) for other in detections if other is not det]
                 event = self._decide(track, frame, image, now, others)
                 if event is not None:
@@ -307,12 +327,17 @@ class CameraWorker:
         self.events += len(events)
         return events
 
-    def _best_open(self, track: Track) -> tuple[str, float] | None:
-        ranked = sorted(track.similarity.items(), key=lambda item: item[1], reverse=True)
-        for person_id, similarity in ranked:
-            if person_id not in track.rejected:
-                return person_id, similarity
-        return None
+    def _shown(self, track: Track) -> tuple[str, Tier, float] | None:
+        """Who the live view names for a track: what its evidence says now, or what was
+        announced for it when that is more (a weaker frame does not take a name away)."""
+        verdict = self.tracker.verdict(track, self.thresholds)
+        shown = (verdict.person_id, verdict.tier, verdict.similarity) if verdict else None
+        for person_id, tier in track.announced.items():
+            if person_id in track.rejected or person_id not in track.similarity:
+                continue
+            if shown is None or TIER_RANK[tier] > TIER_RANK[shown[1]]:
+                shown = (person_id, tier, track.similarity[person_id])
+        return shown
 
     def _decide(
         self,
@@ -324,13 +349,10 @@ class CameraWorker:
     ) -> MatchEvent | None:
         """The alert ``track`` raises now, if any. Its frame keeps the scene as evidence
         but not the bystanders: every other face (``others``) is pixelated."""
-        best = self._best_open(track)
-        if best is None:
+        verdict = self.tracker.verdict(track, self.thresholds)
+        if verdict is None:
             return None
-        person_id, similarity = best
-        tier = self.thresholds.tier(similarity)
-        if tier == "none":
-            return None
+        person_id, similarity, tier = verdict.person_id, verdict.similarity, verdict.tier
         announced = track.announced.get(person_id, "none")
         if TIER_RANK[tier] <= TIER_RANK[announced]:
             return None
@@ -360,15 +382,15 @@ class CameraWorker:
 
     def _face_box(self, track: Track, gallery: Gallery | None) -> FaceBox:
         box = tuple(float(v) for v in track.detection.box)
-        best = self._best_open(track)
+        shown = self._shown(track)
         tier: Tier = "none"
         label = None
-        if best is not None:
-            tier = self.thresholds.tier(best[1])
-            if tier != "none" and gallery is not None:
-                person = gallery.persons.get(best[0])
-                name = person.display_name or person.reference if person else best[0]
-                label = f"{name} {best[1]:.2f}"
+        if shown is not None:
+            person_id, tier, similarity = shown
+            if gallery is not None:
+                person = gallery.persons.get(person_id)
+                name = person.display_name or person.reference if person else person_id
+                label = f"{name} {similarity:.2f}"
         return FaceBox((box[0], box[1], box[2], box[3]), tier, label, track.track_id)
 
     def _set_faces(self, faces: list[FaceBox]) -> None:
@@ -389,6 +411,9 @@ class CameraWorker:
         for track in list(self.tracker.tracks.values()):
             for person_id in [pid for pid in track.similarity if pid not in keep]:
                 del track.similarity[person_id]
+            for evidence in track.evidence:
+                for person_id in [pid for pid in evidence.similarity if pid not in keep]:
+                    del evidence.similarity[person_id]
 
     def annotated_jpeg(self, max_width: int | None = None) -> bytes | None:
         """The newest frame with face boxes, as JPEG; encoded only when asked (blocking)."""
