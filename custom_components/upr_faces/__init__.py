@@ -49,6 +49,7 @@ from .embedded import (
     start_install,
 )
 from .migrate import async_migrate_entry
+from .notify_actions import async_setup_notification_actions
 from .services import async_setup_services
 from .views import RegistryPhotoView, SnapshotView
 
@@ -74,6 +75,7 @@ __all__ = ["async_migrate_entry"]
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the services, the image views, the websocket feed and the alert card."""
     async_setup_services(hass)
+    async_setup_notification_actions(hass)
     hass.http.register_view(SnapshotView())
     hass.http.register_view(RegistryPhotoView())
     websocket_api.async_register(hass)

@@ -559,6 +559,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                     translation_placeholders={
                         "match_id": match_id,
                         "verdict": err.placeholders.get("verdict", ""),
+                        "by": err.placeholders.get("by", ""),
                     },
                 ) from err
             if err.code == "unknown_match":

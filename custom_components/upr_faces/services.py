@@ -58,7 +58,7 @@ def _coordinator(hass: HomeAssistant, entry_id: str) -> UprFacesCoordinator:
     return coordinator
 
 
-async def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
+async def async_owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
     """The entry whose engine has the alert."""
     for entry in _loaded_entries(hass):
         coordinator: UprFacesCoordinator = entry.runtime_data
@@ -76,7 +76,7 @@ async def _owner(hass: HomeAssistant, match_id: str) -> UprFacesCoordinator:
 
 async def _verdict(call: ServiceCall, verdict: str) -> ServiceResponse:
     match_id = call.data[ATTR_MATCH_ID]
-    coordinator = await _owner(call.hass, match_id)
+    coordinator = await async_owner(call.hass, match_id)
     user_id = call.context.user_id
     user = await call.hass.auth.async_get_user(user_id) if user_id else None
     record = await coordinator.async_verdict(

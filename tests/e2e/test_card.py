@@ -17,6 +17,7 @@ Screenshots go to ``artifacts/e2e/``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -511,7 +512,7 @@ def _match(**extra: Any) -> dict[str, Any]:
     ("inputs", "events", "expected"),
     [
         pytest.param(
-            {},
+            {"decide_from_notification": False},
             [_match()],
             [
                 {
@@ -526,9 +527,14 @@ def _match(**extra: Any) -> dict[str, Any]:
             ],
             id="match-with-image",
         ),
-        pytest.param({}, [_match(tier="probable")], [], id="probable-left-out"),
         pytest.param(
-            {"include_probable": True, "language": "fr"},
+            {"decide_from_notification": False},
+            [_match(tier="probable")],
+            [],
+            id="probable-left-out",
+        ),
+        pytest.param(
+            {"include_probable": True, "language": "fr", "decide_from_notification": False},
             [_match(tier="probable", display_name=None, snapshot_url=None, similarity=0.47)],
             [
                 {
@@ -540,7 +546,7 @@ def _match(**extra: Any) -> dict[str, Any]:
             id="probable-included-french-no-image",
         ),
         pytest.param(
-            {"cameras": ["camera.gate"]},
+            {"cameras": ["camera.gate"], "decide_from_notification": False},
             [_match(), _match(match_id="m-2", camera_entity_id="camera.gate", camera_name="Gate")],
             [
                 {
@@ -588,6 +594,80 @@ async def test_notify_blueprint(
     assert [dict(call.data) for call in calls] == expected
 
 
+async def _calls(calls: list[Any], count: int, seconds: float = 10) -> None:
+    async with asyncio.timeout(seconds):
+        while len(calls) < count:  # noqa: ASYNC110 - the automation runs on this loop
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("language", "decided", "first", "then"),
+    [
+        pytest.param(
+            "en",
+            ("upr_faces_audit", {"action": "confirmed", "user_name": "Alice"}),
+            ("Confirm", "Reject", "Open"),
+            "Confirmed by Alice: UPR-2026-0042 – Jeanne Martin, camera Door, similarity 87 %",
+            id="confirmed-from-the-phone",
+        ),
+        pytest.param(
+            "fr",
+            ("upr_faces_action_refused", {"verdict": "rejected", "by": "Bruno"}),
+            ("Confirmer", "Rejeter", "Ouvrir"),
+            "Déjà rejetée par Bruno : UPR-2026-0042 – Jeanne Martin, caméra Door, similarité 87 %",
+            id="already-decided-french",
+        ),
+    ],
+)
+async def test_notify_blueprint_buttons_then_who_decided(
+    blueprint_hass: HomeAssistant,
+    language: str,
+    decided: tuple[str, dict[str, Any]],
+    first: tuple[str, str, str],
+    then: str,
+) -> None:
+    """The notification carries Confirm and Reject actions named after the alert (and an
+    Open button with a dashboard path); once the alert is decided, or a press is refused
+    because someone decided first, the same notification (its tag) says who decided."""
+    hass = blueprint_hass
+    calls = async_mock_service(hass, "notify", "mobile_app_pixel")
+    inputs = {
+        "notify_service": "notify.mobile_app_pixel",
+        "language": language,
+        "dashboard_path": "/upr-faces/watch",
+    }
+    assert await async_setup_component(
+        hass,
+        "automation",
+        {
+            "automation": {
+                "alias": "UPR notify",
+                "use_blueprint": {"path": "upr_faces/notify_on_match.yaml", "input": inputs},
+            }
+        },
+    )
+    await hass.async_block_till_done()
+    hass.bus.async_fire("upr_match", _match())
+    await _calls(calls, 1)  # the run waits for the verdict: no async_block_till_done
+    (sent,) = calls
+    actions = sent.data["data"]["actions"]
+    assert [a["title"] for a in actions] == list(first)
+    assert [a["action"] for a in actions] == [
+        "UPR_FACES_CONFIRM_m-1",
+        "UPR_FACES_REJECT_m-1",
+        "URI",
+    ]
+    assert actions[2]["uri"] == "/upr-faces/watch"
+    event_type, data = decided
+    hass.bus.async_fire(event_type, {"match_id": "m-2", **data})  # another alert's
+    await asyncio.sleep(0.3)
+    assert len(calls) == 1
+    hass.bus.async_fire(event_type, {"match_id": "m-1", **data})
+    await _calls(calls, 2)
+    assert calls[1].data["message"] == then
+    assert calls[1].data["data"] == {"tag": "upr_m-1", "group": "upr_faces"}
+
+
 async def test_notify_blueprint_inputs(blueprint_hass: HomeAssistant) -> None:
     """The blueprint loads with Home Assistant's own blueprint models and declares its inputs."""
     from homeassistant.components.automation.config import (
@@ -602,7 +682,14 @@ async def test_notify_blueprint_inputs(blueprint_hass: HomeAssistant) -> None:
         schema=AUTOMATION_BLUEPRINT_SCHEMA,
     )
     assert blueprint.domain == "automation"
-    assert set(blueprint.inputs) == {"notify_service", "include_probable", "cameras", "language"}
+    assert set(blueprint.inputs) == {
+        "notify_service",
+        "include_probable",
+        "cameras",
+        "language",
+        "decide_from_notification",
+        "dashboard_path",
+    }
     assert blueprint.inputs["include_probable"]["default"] is False
     assert blueprint.inputs["cameras"]["default"] == []
 

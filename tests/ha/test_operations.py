@@ -17,7 +17,7 @@ import pytest
 from freezegun import freeze_time
 from homeassistant.components.camera import async_get_image
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -637,6 +637,61 @@ async def test_a_camera_offline_issue_of_a_previous_run_goes_once_it_streams(
     await wait_for(lambda: coordinator.data.cameras[door_id].state == "streaming", 30)
     coordinator._check_repairs()
     assert issues.async_get_issue(DOMAIN, f"camera_offline_{door_id}") is None
+
+
+async def test_a_verdict_from_a_phone_notification(
+    hass: HomeAssistant,
+    http: None,
+    hass_read_only_user: Any,
+    registry: UprServer,
+    engine: EngineProcess,
+    test_pack: Path,
+    clip: Path,
+) -> None:
+    """The companion app's Confirm button (a ``mobile_app_notification_action`` event in
+    the pressing user's context) records the verdict as the card does: the engine has it
+    with that user, the audit and the registry too; a second press (Reject) changes
+    nothing and says who decided; other apps' actions are left alone."""
+    entry = registry_entry(registry, test_pack, clip, engine)
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for(lambda: len(events) >= 1, 40)
+    match_id = events[0].data["match_id"]
+    audits = async_capture_events(hass, EVENT_AUDIT)
+    refused = async_capture_events(hass, "upr_faces_action_refused")
+    phone = Context(user_id=hass_read_only_user.id)
+    hass.bus.async_fire("mobile_app_notification_action", {"action": "LIGHTS_ON"}, context=phone)
+    hass.bus.async_fire(
+        "mobile_app_notification_action", {"action": f"UPR_FACES_CONFIRM_{match_id}"}, context=phone
+    )
+    await wait_for(lambda: len(audits) == 1, 15)
+    assert audits[0].data["action"] == "confirmed"
+    assert audits[0].data["match_id"] == match_id
+    assert audits[0].data["user_name"] == hass_read_only_user.name
+    hass.bus.async_fire(
+        "mobile_app_notification_action", {"action": f"UPR_FACES_REJECT_{match_id}"}, context=phone
+    )
+    await wait_for(lambda: len(refused) == 1, 15)
+    assert refused[0].data == {
+        "match_id": match_id,
+        "verdict": "confirmed",
+        "by": hass_read_only_user.name,
+    }
+
+    async def sent() -> bool:
+        return any(v["alert_id"] == match_id for v in registry.registry.verdicts)
+
+    for _ in range(150):
+        if await sent():
+            break
+        await asyncio.sleep(0.2)
+    verdicts = [v for v in registry.registry.verdicts if v["alert_id"] == match_id]
+    assert [(v["verdict"], v["by"]) for v in verdicts] == [("confirmed", hass_read_only_user.name)]
+    async with EngineClient(engine) as api:
+        _, kept = await api.get(f"/alerts/{match_id}")
+    assert (kept["state"], kept["decided_by"]) == ("confirmed", hass_read_only_user.id)
+    assert len(audits) == 1
 
 
 async def test_not_loaded_entry_in_views(
