@@ -188,6 +188,23 @@ def test_track_ids_are_never_reused_after_a_reload(
     assert worker.reject(ids[0], "deepface_C") is False  # no such track in this run
 
 
+def test_live_view_is_encoded_at_the_width_asked(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """Two views of the same frame at two widths: each gets its own width (the cache holds
+    the width asked, not only the frame)."""
+    source = SwitchableSource(_canvas(faces_dir / "deepface_C_img13.jpg"))
+    worker = CameraWorker("cam1", source, PipelineConfig())
+    _process(worker, source, analyzer, gallery, 1)
+    source.latest = lambda: StillFrame(source._image, 0.0, 7)  # type: ignore[method-assign]
+    widths = []
+    for width in (320, 640, 320, None):
+        data = worker.annotated_jpeg(width)
+        assert data is not None
+        widths.append(cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape[1])
+    assert widths == [320, 640, 320, 1280]
+
+
 def test_nobody_else_matches(analyzer: Analyzer, gallery: Gallery, faces_dir: Path) -> None:
     """A group photo of people outside the gallery, and animals, raise nothing."""
     for name in ("multi_insightface_t1.jpg", "noface_darknet_horses.jpg"):

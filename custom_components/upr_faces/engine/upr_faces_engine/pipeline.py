@@ -232,7 +232,7 @@ class CameraWorker:
         self._last_full_check = 0.0
         self._faces: list[FaceBox] = []
         self._view_lock = threading.Lock()
-        self._view_cache: tuple[int, int, bytes] | None = None
+        self._view_cache: tuple[int, int, int | None, bytes] | None = None
         self._faces_version = 0
         self._failing = False
 
@@ -424,8 +424,8 @@ class CameraWorker:
             cached = self._view_cache
             faces = list(self._faces)
             version = self._faces_version
-        if cached is not None and cached[0] == frame.seq and cached[1] == version:
-            return cached[2]
+        if cached is not None and cached[:3] == (frame.seq, version, max_width):
+            return cached[3]  # the same frame, boxes and width asked
         image = draw_faces(frame.image, faces)
         if max_width and image.shape[1] > max_width:
             scale = max_width / image.shape[1]
@@ -434,7 +434,7 @@ class CameraWorker:
             )
         data = encode_jpeg(image, self.config.jpeg_quality)
         with self._view_lock:
-            self._view_cache = (frame.seq, version, data)
+            self._view_cache = (frame.seq, version, max_width, data)
         return data
 
 
