@@ -172,6 +172,14 @@ def _finite(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
+def _analysis_error(stats: Any) -> str | None:
+    """Why the camera's frames cannot be analysed (streaming, yet no face ever found), or
+    None while they are."""
+    if not isinstance(stats, dict) or not stats.get("analysis_failing"):
+        return None
+    return str(stats.get("analysis_error") or "-")
+
+
 def _to_minute(when: datetime | None) -> datetime | None:
     """A time at the minute: a sensor that changes at most once a minute (a face in view
     is analysed several times a second; history and the logbook need not know)."""
@@ -760,6 +768,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 probable_fresh=_is_fresh(
                     self._latest_tier.get((camera_id, "probable")), now, fresh
                 ),
+                analysis_error=_analysis_error(engine.get("stats")),
             )
         gallery = info.get("gallery") or {}
         outbox = info.get("outbox") or {}
@@ -828,6 +837,16 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             else:  # also one raised before a reload or a restart
                 self._offline_since.pop(camera_id, None)
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            analysis_issue = f"camera_analysis_failed_{camera_id}"
+            if camera.monitoring and camera.analysis_error is not None:
+                self._issue(
+                    analysis_issue,
+                    "camera_analysis_failed",
+                    {"camera": camera.name, "error": camera.analysis_error},
+                    error=True,
+                )
+            else:
+                ir.async_delete_issue(self.hass, DOMAIN, analysis_issue)
         problems = {p.get("key"): p for p in self.info.get("problems", [])}
         models = problems.get("models")
         models_issue = f"model_pack_missing_{entry_id}"

@@ -89,6 +89,7 @@ class CameraData:
     last_match: Alert | None
     match_fresh: bool
     probable_fresh: bool
+    analysis_error: str | None = None  # set while its frames cannot be analysed
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from freezegun import freeze_time
 from homeassistant.components.camera import async_get_image
@@ -49,7 +51,7 @@ from custom_components.upr_faces.logbook import async_describe_events
 
 from ..conftest import LabelledPhoto
 from ..service.engine_process import EngineClient, EngineProcess
-from ..streams import closed_port
+from ..streams import closed_port, mjpeg_server
 from ..upr_server import UprServer
 from .common import camera, find_device, folder_entry, make_gallery, registry_entry, wait_for
 
@@ -692,6 +694,42 @@ async def test_a_verdict_from_a_phone_notification(
         _, kept = await api.get(f"/alerts/{match_id}")
     assert (kept["state"], kept["decided_by"]) == ("confirmed", hass_read_only_user.id)
     assert len(audits) == 1
+
+
+async def test_a_camera_whose_frames_cannot_be_analysed_is_a_repair(
+    hass: HomeAssistant,
+    http: None,
+    engine: EngineProcess,
+    test_pack: Path,
+    labelled_photos: list[LabelledPhoto],
+    tmp_path: Path,
+) -> None:
+    """A camera that streams pictures the analyzer fails on (4000 x 2 pixels) looked
+    healthy (streaming, no face, no alert): a repair issue names it and the error."""
+    ok, sliver = cv2.imencode(".jpg", np.full((2, 4000, 3), 128, dtype=np.uint8))
+    assert ok
+    gallery = make_gallery(tmp_path / "gallery", labelled_photos)
+    with mjpeg_server([sliver.tobytes()], fps=5) as server:
+        entry = folder_entry(gallery, test_pack, camera(server.url), engine=engine)
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        coordinator = entry.runtime_data
+        (camera_id,) = entry.subentries
+
+        async def failing() -> bool:
+            await coordinator._async_refresh_info()
+            return coordinator.data.cameras[camera_id].analysis_error is not None
+
+        for _ in range(100):
+            if await failing():
+                break
+            await asyncio.sleep(0.2)
+        coordinator._check_repairs()
+        assert coordinator.data.cameras[camera_id].state == "streaming"
+        issue = ir.async_get(hass).async_get_issue(DOMAIN, f"camera_analysis_failed_{camera_id}")
+        assert issue is not None
+        assert issue.translation_placeholders["camera"] == "Door"
+        assert "error" in issue.translation_placeholders["error"].lower()
 
 
 async def test_not_loaded_entry_in_views(

@@ -121,6 +121,9 @@ class CameraStats:
     faces: int
     last_detection_at: float | None
     events: int
+    analysis_errors: int = 0
+    analysis_failing: bool = False  # the last frame analysed failed (see analysis_error)
+    analysis_error: str | None = None
 
 
 def encode_jpeg(image: ImageArray, quality: int = 80) -> bytes:
@@ -235,6 +238,8 @@ class CameraWorker:
         self._view_cache: tuple[int, int, int | None, bytes] | None = None
         self._faces_version = 0
         self._failing = False
+        self.analysis_errors = 0
+        self.analysis_error: str | None = None
 
     def stats(self) -> CameraStats:
         """A snapshot of the counters."""
@@ -249,6 +254,9 @@ class CameraWorker:
             faces=len(self._faces),
             last_detection_at=self.last_detection_at,
             events=self.events,
+            analysis_errors=self.analysis_errors,
+            analysis_failing=self._failing,
+            analysis_error=self.analysis_error,
         )
 
     @property
@@ -604,7 +612,9 @@ class Pipeline:
                 if worker._failing:
                     _LOGGER.info("Camera %s is analysed again", worker.camera)
                     worker._failing = False
-            except Exception:
+            except Exception as err:
+                worker.analysis_errors += 1
+                worker.analysis_error = f"{type(err).__name__}: {err}"[:300]
                 if not worker._failing:
                     _LOGGER.exception("Analysing a frame of camera %s failed", worker.camera)
                     worker._failing = True
