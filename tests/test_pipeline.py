@@ -16,7 +16,7 @@ from upr_faces_engine.alerts import CooldownGate, MatchEvent
 from upr_faces_engine.analyzer import Analyzer, read_image
 from upr_faces_engine.gallery import Gallery, Thresholds, load_folder
 from upr_faces_engine.models import find_pack
-from upr_faces_engine.pipeline import CameraWorker, Pipeline, PipelineConfig
+from upr_faces_engine.pipeline import CameraWorker, Pipeline, PipelineConfig, Rejections
 
 from .conftest import LabelledPhoto
 
@@ -203,6 +203,34 @@ def test_live_view_is_encoded_at_the_width_asked(
         assert data is not None
         widths.append(cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape[1])
     assert widths == [320, 640, 320, 1280]
+
+
+def test_a_rejected_face_is_not_matched_to_that_person_again(
+    analyzer: Analyzer, gallery: Gallery, faces_dir: Path
+) -> None:
+    """An operator rejected C for a face (its embedding is kept): the same face on
+    another camera, on a new track, raises nothing for C; another person still alerts
+    there, and once the rejection expires (the engine rebuilds the list) C alerts again."""
+    rejections = Rejections()
+    face_c = _canvas(faces_dir / "deepface_C_img13.jpg")
+    first = SwitchableSource(face_c)
+    door = CameraWorker("door", first, PipelineConfig(cooldown_s=0), rejections=rejections)
+    (event,) = _process(door, first, analyzer, gallery, 4)
+    assert (event.person_id, event.embedding is not None) == ("deepface_C", True)
+    assert event.embedding is not None
+    rejections.add("deepface_C", event.embedding)
+    assert len(rejections) == 1
+
+    second = SwitchableSource(face_c)
+    gate = CameraWorker("gate", second, PipelineConfig(cooldown_s=0), rejections=rejections)
+    assert _process(gate, second, analyzer, gallery, 6) == []
+    second.show(_canvas(faces_dir / "deepface_D_img16.jpg"))
+    assert {e.person_id for e in _process(gate, second, analyzer, gallery, 6)} == {"deepface_D"}
+
+    rejections.replace([])  # expired
+    third = SwitchableSource(face_c)
+    hall = CameraWorker("hall", third, PipelineConfig(cooldown_s=0), rejections=rejections)
+    assert {e.person_id for e in _process(hall, third, analyzer, gallery, 4)} == {"deepface_C"}
 
 
 def test_nobody_else_matches(analyzer: Analyzer, gallery: Gallery, faces_dir: Path) -> None:

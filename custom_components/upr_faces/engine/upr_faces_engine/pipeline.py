@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import cv2
 import numpy as np
@@ -204,6 +204,63 @@ def draw_faces(image: ImageArray, faces: list[FaceBox]) -> ImageArray:
     return out
 
 
+REJECTED_FACE_MIN_COSINE: Final = 0.6
+"""How close (cosine) a face must be to a face an operator rejected for a person for that
+person to be left out of its candidates: the same wrong match does not come back."""
+
+
+class Rejections:
+    """Faces operators rejected for a person (their embeddings, kept for the retention by
+    the engine): a face close to one of them is not matched to that person again, on any
+    camera. Thread-safe; shared by every camera of a pipeline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_person: dict[str, npt.NDArray[np.float32]] = {}
+
+    def replace(self, items: Sequence[tuple[str, Sequence[float]]]) -> None:
+        """Hold exactly these (person id, face embedding) pairs."""
+        grouped: dict[str, list[npt.NDArray[np.float32]]] = {}
+        for person_id, vector in items:
+            grouped.setdefault(person_id, []).append(_unit(vector))
+        with self._lock:
+            self._by_person = {pid: np.stack(rows) for pid, rows in grouped.items()}
+
+    def add(self, person_id: str, vector: Sequence[float]) -> None:
+        """One more rejected face of ``person_id``."""
+        row = _unit(vector)[None, :]
+        with self._lock:
+            held = self._by_person.get(person_id)
+            self._by_person[person_id] = row if held is None else np.vstack([held, row])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(rows) for rows in self._by_person.values())
+
+    def filter(self, vector: FloatArray, candidates: dict[str, float]) -> dict[str, float]:
+        """``candidates`` without the persons this face was rejected for."""
+        with self._lock:
+            if not self._by_person:
+                return candidates
+            held = {pid: self._by_person[pid] for pid in candidates if pid in self._by_person}
+        if not held:
+            return candidates
+        face = _unit(vector)
+        refused = {
+            pid
+            for pid, rows in held.items()
+            if rows.shape[1] == face.shape[0]
+            and float(np.max(rows @ face)) >= REJECTED_FACE_MIN_COSINE
+        }
+        return {pid: sim for pid, sim in candidates.items() if pid not in refused}
+
+
+def _unit(vector: Sequence[float] | FloatArray) -> npt.NDArray[np.float32]:
+    row = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(row))
+    return row / norm if norm > 0 else row
+
+
 class CameraWorker:
     """The state the pipeline keeps for one camera: tracks, motion gate, stats, live view."""
 
@@ -214,10 +271,12 @@ class CameraWorker:
         config: PipelineConfig,
         *,
         thresholds: Thresholds | None = None,
+        rejections: Rejections | None = None,
     ) -> None:
         self.camera = camera
         self.source = source
         self.config = config
+        self.rejections = rejections if rejections is not None else Rejections()
         self.thresholds = thresholds or config.thresholds
         self.tracker = Tracker(_tracker_config(config))
         self.cooldown = CooldownGate(config.cooldown_s)
@@ -317,7 +376,10 @@ class CameraWorker:
                 track = self.tracker.add_embedding(
                     tracks[index],
                     vectors[row],
-                    {candidate.person_id: candidate.similarity for candidate in found},
+                    self.rejections.filter(
+                        vectors[row],
+                        {candidate.person_id: candidate.similarity for candidate in found},
+                    ),
                     quality=quality,
                     thumb=thumb,
                     captured_at=frame.captured_at,
@@ -475,6 +537,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._workers = max(1, workers)
         self._listeners: list[EventListener] = []
+        self.rejections = Rejections()
 
     @property
     def gallery(self) -> Gallery | None:
@@ -502,7 +565,9 @@ class Pipeline:
         """Start a camera's source and include it in the schedule."""
         if camera in self._cameras:
             raise ValueError(f"camera {camera!r} is already in the pipeline")
-        worker = CameraWorker(camera, source, self.config, thresholds=thresholds)
+        worker = CameraWorker(
+            camera, source, self.config, thresholds=thresholds, rejections=self.rejections
+        )
         source.start()
         with self._lock:
             self._cameras[camera] = worker
@@ -629,8 +694,17 @@ class Pipeline:
                     except Exception:
                         _LOGGER.exception("A match listener failed")
 
-    def reject(self, camera: str, track_id: int, person_id: str) -> bool:
-        """Never alert ``person_id`` again for this track of this camera."""
+    def reject(
+        self,
+        camera: str,
+        track_id: int,
+        person_id: str,
+        embedding: Sequence[float] | None = None,
+    ) -> bool:
+        """Never alert ``person_id`` again for this track of this camera; with the face's
+        ``embedding``, nor for faces close to it on any camera (see :class:`Rejections`)."""
+        if embedding is not None:
+            self.rejections.add(person_id, embedding)
         worker = self._cameras.get(camera)
         return worker.reject(track_id, person_id) if worker else False
 

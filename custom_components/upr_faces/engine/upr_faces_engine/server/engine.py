@@ -370,6 +370,7 @@ class Engine:
             if self.pipeline is None:
                 assert self.analyzer is not None
                 self.pipeline = Pipeline(self.analyzer, self.gallery, self._pipeline_config())
+                self.pipeline.rejections.replace(await asyncio.to_thread(self._rejected_faces))
                 self.pipeline.add_listener(self._on_match_threadsafe)
                 self.pipeline.start()
             else:
@@ -1007,7 +1008,12 @@ class Engine:
             alert["has_images"] = False
         self.store.put_alert(alert)
         if verdict == "rejected" and self.pipeline is not None:
-            self.pipeline.reject(alert["camera_id"], int(alert["track_id"]), alert["person_id"])
+            self.pipeline.reject(
+                alert["camera_id"],
+                int(alert["track_id"]),
+                alert["person_id"],
+                alert.get("embedding"),
+            )
         self._audit(
             verdict,
             user_id,
@@ -1029,12 +1035,23 @@ class Engine:
             expired = self.store.expire_alerts(before)
             if expired:
                 await asyncio.to_thread(self._remove_images, expired)
+                if self.pipeline is not None:  # expired rejections no longer hold
+                    self.pipeline.rejections.replace(await asyncio.to_thread(self._rejected_faces))
             if self.outbox is not None:
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(self.outbox.prune_rejected, before)
             self.store.prune_events()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_INTERVAL)
+
+    def _rejected_faces(self) -> list[tuple[str, list[float]]]:
+        """(person, face embedding) of the alerts operators rejected and the retention still
+        keeps: the pipeline does not match those faces to those persons again (blocking)."""
+        return [
+            (str(alert["person_id"]), list(alert["embedding"]))
+            for alert in self.store.alerts(limit=100_000)
+            if alert.get("state") == "rejected" and alert.get("embedding")
+        ]
 
     def _remove_images(self, alert_ids: list[str]) -> None:
         for alert_id in alert_ids:
