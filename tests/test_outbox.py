@@ -144,6 +144,7 @@ async def test_verdict_for_an_unknown_alert_stays_then_goes(
     result = await box.flush(client)
     assert (result.sent, result.deferred, result.remaining) == (1, 2, 2)
     assert box.stuck == 0  # waiting for an alert sent elsewhere is not being stuck
+    assert (box.status()["stuck"], box.status()["stuck_since"]) == (0, None)
     # the second verdict of that alert was held behind the first, not sent
     assert server.count(f"/alerts/{elsewhere['id']}/verdict", "POST") == 1
     server.registry.receive_alert(elsewhere)

@@ -94,11 +94,13 @@ SIGNAL_CAMERAS = f"{DOMAIN}_cameras_{{}}"
 
 RECONNECT_MAX = 30.0
 RECENT_ALERTS = 200
-# engine problems that are repair issues of their own (the others are handled below)
-_PROBLEM_ISSUES = {
-    "model_pack_missing": "model_pack_missing",
-    "model_folder_invalid": "model_folder_invalid",
-    "gallery_folder_unreadable": "gallery_folder_unreadable",
+# engine problems that are repair issues of their own, by problem key: the issue id's
+# prefix and the codes (each its translation key) that raise it; the others are handled
+# in _check_repairs
+_PROBLEM_ISSUES: dict[str, tuple[str, frozenset[str]]] = {
+    "models": ("model_pack_missing", frozenset({"model_pack_missing", "model_folder_invalid"})),
+    "gallery": ("gallery_folder_unreadable", frozenset({"gallery_folder_unreadable"})),
+    "storage": ("storage_failed", frozenset({"storage_failed"})),
 }
 
 
@@ -848,28 +850,18 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             else:
                 ir.async_delete_issue(self.hass, DOMAIN, analysis_issue)
         problems = {p.get("key"): p for p in self.info.get("problems", [])}
-        models = problems.get("models")
-        models_issue = f"model_pack_missing_{entry_id}"
-        if models is not None and models.get("code") in _PROBLEM_ISSUES:
-            self._issue(
-                models_issue,
-                _PROBLEM_ISSUES[str(models["code"])],
-                {k: str(v) for k, v in (models.get("placeholders") or {}).items()},
-                error=True,
-            )
-        else:
-            ir.async_delete_issue(self.hass, DOMAIN, models_issue)
-        storage = problems.get("storage")
-        storage_issue = f"storage_failed_{entry_id}"
-        if storage is not None and storage.get("code") == "storage_failed":
-            self._issue(
-                storage_issue,
-                "storage_failed",
-                {k: str(v) for k, v in (storage.get("placeholders") or {}).items()},
-                error=True,
-            )
-        else:
-            ir.async_delete_issue(self.hass, DOMAIN, storage_issue)
+        for key, (prefix, codes) in _PROBLEM_ISSUES.items():
+            problem = problems.get(key)
+            issue_id = f"{prefix}_{entry_id}"
+            if problem is not None and problem.get("code") in codes:
+                self._issue(
+                    issue_id,
+                    str(problem["code"]),
+                    {k: str(v) for k, v in (problem.get("placeholders") or {}).items()},
+                    error=True,
+                )
+            else:
+                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
         stuck_issue = f"outbox_stuck_{entry_id}"
         stuck_since = data.outbox_stuck_since
         if (

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from .detector import Detection, ScrfdDetector
 from .embedder import ALIGNED_SIZE, Embedder, align_face
 from .errors import ImageError
-from .images import photo_size
+from .images import MAX_IMAGE_PIXELS, photo_size
 from .models import ModelPack, file_sha256
 
 _LOGGER = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True, slots=True)

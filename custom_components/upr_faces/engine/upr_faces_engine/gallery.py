@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .images import photo_size
+from .images import MAX_IMAGE_PIXELS, photo_size
 
 if TYPE_CHECKING:
     from .analyzer import Analyzer, PhotoEmbedding
@@ -44,9 +44,9 @@ GALLERY_FILE = "gallery.npz"
 CACHE_FILE = "embeddings.sqlite3"
 DEFAULT_MATCH = 0.55
 DEFAULT_PROBABLE = 0.45
-MAX_PHOTO_PIXELS: Final = 40_000_000
-"""Most pixels (width x height, read from the header) a reference photo may have: 40 MP,
-the analyzer's own limit after decoding (``analyzer.MAX_IMAGE_PIXELS``), checked before."""
+MAX_PHOTO_PIXELS: Final = MAX_IMAGE_PIXELS
+"""Most pixels (width x height, read from the header) a reference photo may have: the
+analyzer's own limit, checked before a byte is decoded."""
 
 
 @dataclass(frozen=True, slots=True)

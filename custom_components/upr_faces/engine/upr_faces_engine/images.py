@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Final
 
+MAX_IMAGE_PIXELS: Final = 40_000_000
+"""Most pixels (width x height) an image may have, reference photo or frame."""
+
 
 def photo_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` from the header of JPEG, PNG or WebP bytes, without decoding

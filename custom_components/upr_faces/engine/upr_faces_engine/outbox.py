@@ -247,7 +247,9 @@ class Outbox:
         (its enqueue time, Unix seconds) with its last error."""
         with self._lock:
             stuck = [
-                (self._items[seq], f) for seq, f in self._failures.items() if seq in self._items
+                (self._items[seq], failure)
+                for seq, failure in self._failures.items()
+                if failure.stuck and seq in self._items
             ]
         oldest = min(stuck, key=lambda pair: pair[0].enqueued, default=None)
         return {

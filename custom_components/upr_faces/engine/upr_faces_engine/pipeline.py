@@ -155,8 +155,7 @@ def _mean_embedding(vectors: Sequence[Any]) -> tuple[float, ...] | None:
     if not vectors:
         return None
     mean = np.mean(np.asarray(vectors, dtype=np.float32), axis=0)
-    norm = float(np.linalg.norm(mean))
-    return tuple(round(float(v), 6) for v in mean / norm) if norm > 0 else None
+    return tuple(round(float(v), 6) for v in _unit(mean)) if np.any(mean) else None
 
 
 def hide_faces(image: ImageArray, boxes: Sequence[Box]) -> ImageArray:
