@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SubentryFlowResult
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, HomeAssistant
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
 from custom_components.upr_faces.const import (
     CONF_API_KEY,
@@ -32,6 +32,7 @@ from custom_components.upr_faces.const import (
     DEFAULT_OPTIONS,
     DOMAIN,
     ENGINE_REMOTE,
+    EVENT_MATCH,
     MODEL_PACK_CUSTOM,
     SOURCE_FOLDER,
     SOURCE_REGISTRY,
@@ -137,6 +138,16 @@ async def wait_for(predicate: Any, seconds: float = 30.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("timed out waiting")
         await asyncio.sleep(0.1)
+
+
+async def set_up_until_alert(hass: HomeAssistant, entry: MockConfigEntry) -> list[Event]:
+    """Add and set up ``entry``, then wait for its first ``upr_match``; the events (the
+    list keeps filling)."""
+    entry.add_to_hass(hass)
+    events = async_capture_events(hass, EVENT_MATCH)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for(lambda: len(events) >= 1, 40)
+    return events
 
 
 def folder_entry(

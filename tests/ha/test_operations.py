@@ -53,7 +53,15 @@ from ..conftest import LabelledPhoto
 from ..service.engine_process import EngineClient, EngineProcess
 from ..streams import closed_port, mjpeg_server
 from ..upr_server import UprServer
-from .common import camera, find_device, folder_entry, make_gallery, registry_entry, wait_for
+from .common import (
+    camera,
+    find_device,
+    folder_entry,
+    make_gallery,
+    registry_entry,
+    set_up_until_alert,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -283,10 +291,7 @@ async def test_operators_decide_admins_do_the_rest(
     assert await async_setup_component(hass, "api", {})
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
     entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
-    entry.add_to_hass(hass)
-    events = async_capture_events(hass, EVENT_MATCH)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_for(lambda: len(events) >= 1, 40)
+    events = await set_up_until_alert(hass, entry)
     await hass.async_block_till_done()
     match_id = events[0].data["match_id"]
     operator = await hass_client(hass_read_only_access_token)
@@ -508,11 +513,8 @@ async def test_a_folder_the_engine_cannot_write_is_a_repair(
     (engine.data / "alerts").write_bytes(b"")
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
     entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
-    entry.add_to_hass(hass)
-    events = async_capture_events(hass, EVENT_MATCH)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    events = await set_up_until_alert(hass, entry)
     coordinator = entry.runtime_data
-    await wait_for(lambda: len(events) >= 1, 40)
     await coordinator._async_refresh_info()
     coordinator._check_repairs()
     issue = ir.async_get(hass).async_get_issue(DOMAIN, f"storage_failed_{entry.entry_id}")
@@ -584,10 +586,7 @@ async def test_a_verdict_that_cannot_be_kept_is_said_and_changes_nothing(
     the service says so in words, the alert stays pending; the same call succeeds once
     the folder is back."""
     entry = registry_entry(registry, test_pack, clip, engine)
-    entry.add_to_hass(hass)
-    events = async_capture_events(hass, EVENT_MATCH)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_for(lambda: len(events) >= 1, 40)
+    events = await set_up_until_alert(hass, entry)
     match_id = events[0].data["match_id"]
     outbox = engine.data / "outbox"
     shutil.rmtree(outbox)
@@ -655,10 +654,7 @@ async def test_a_verdict_from_a_phone_notification(
     with that user, the audit and the registry too; a second press (Reject) changes
     nothing and says who decided; other apps' actions are left alone."""
     entry = registry_entry(registry, test_pack, clip, engine)
-    entry.add_to_hass(hass)
-    events = async_capture_events(hass, EVENT_MATCH)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_for(lambda: len(events) >= 1, 40)
+    events = await set_up_until_alert(hass, entry)
     match_id = events[0].data["match_id"]
     audits = async_capture_events(hass, EVENT_AUDIT)
     refused = async_capture_events(hass, "upr_faces_action_refused")
@@ -824,11 +820,8 @@ async def test_a_new_camera_changes_that_camera_only(
     person just alerted), the gallery is not synced again."""
     gallery = make_gallery(tmp_path / "gallery", labelled_photos)
     entry = folder_entry(gallery, test_pack, camera(clip), engine=engine)
-    entry.add_to_hass(hass)
-    events = async_capture_events(hass, EVENT_MATCH)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    events = await set_up_until_alert(hass, entry)
     coordinator = entry.runtime_data
-    await wait_for(lambda: len(events) >= 1, 40)
     await hass.async_block_till_done()
     (door_id,) = entry.subentries
     before = await _engine_info(engine)
