@@ -652,6 +652,7 @@ class FakeCapture:
         self.device = device
         self.released = False
         self.reads = 0
+        self.grabs = 0
         FakeCapture.opened.append(self)
 
     def isOpened(self) -> bool:
@@ -666,6 +667,11 @@ class FakeCapture:
         if self.device == 2:
             return False, None  # a metadata node: opens, no picture
         return True, np.zeros((480, 640, 3), dtype=np.uint8)
+
+    def grab(self) -> bool:
+        self.grabs += 1
+        time.sleep(0.02)
+        return self.device != 2
 
     def release(self) -> None:
         self.released = True
@@ -686,6 +692,42 @@ def test_usb_with_fake_capture(monkeypatch: pytest.MonkeyPatch, cameras: Cameras
     dead = cameras("/dev/video1")
     wait_state(dead, SourceState.OFFLINE, 2)
     assert dead.reason == "cannot open /dev/video1"
+
+
+def test_usb_reduced_grabs_without_retrieving(
+    monkeypatch: pytest.MonkeyPatch, cameras: Cameras
+) -> None:
+    """While still, a USB camera in "reduced" mode dequeues every picture (grab) but
+    converts (read) about one a second; keyframes mode changes nothing for USB."""
+    FakeCapture.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    camera = cameras("usb:0", idle_decode="reduced")
+    first = camera.wait_newer(0, timeout=2)
+    assert first is not None
+    capture = FakeCapture.opened[-1]
+    camera.set_still(True)
+    time.sleep(0.3)
+    reads, grabs = capture.reads, capture.grabs
+    time.sleep(2.2)
+    assert 1 <= capture.reads - reads <= 4  # ~1 a second instead of ~50
+    assert capture.grabs - grabs >= 20
+    stats = camera.stats
+    assert stats.skipping
+    assert stats.skipped >= 20
+    assert camera.state is SourceState.STREAMING
+    camera.set_still(False)
+    seq = camera.stats.frames_read
+    assert camera.wait_newer(seq + 10, timeout=2) is not None  # every picture again
+    skipped = camera.stats.skipped
+    time.sleep(0.3)
+    assert camera.stats.skipped == skipped
+    assert not camera.stats.skipping
+    plain = cameras("usb:0")
+    assert plain.wait_newer(0, timeout=2) is not None
+    plain.set_still(True)
+    time.sleep(0.5)
+    assert FakeCapture.opened[-1].grabs == 0
+    assert plain.stats.skipped == 0
 
 
 # --------------------------------------------------------------------------- scripts

@@ -237,6 +237,80 @@ def build_clip(
     )
 
 
+def still_scene_clip(
+    out: Path | str,
+    *,
+    seconds: float = 8.0,
+    fps: int = DEFAULT_FPS,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    gop: int = DEFAULT_FPS,
+    grain: float = 6.0,
+    seed: int = 0,
+) -> Path:
+    """Write an H.264 mp4 of a camera watching an empty room: one still scene (a gradient
+    and some boxes) under fresh sensor noise of ``grain`` (standard deviation, in grey
+    levels) every frame, a key frame every ``gop`` frames. The noise gives the predicted
+    pictures the weight they have in a real camera's stream (about 4 Mbit/s at 720p 15 fps
+    with the default grain, 1 Mbit/s with 5), which a clean synthetic picture lacks."""
+    out = Path(out)
+    width, height = size
+    if width % 2 or height % 2:
+        raise ValueError(f"size must be even for yuv420p, got {width}x{height}")
+    if fps <= 0 or seconds <= 0 or gop <= 0 or grain < 0:
+        raise ValueError("fps, seconds and gop must be positive and grain not negative")
+    rng = np.random.default_rng(seed)
+    scene = _background(width, height).astype(np.int16)
+    for _ in range(40):
+        x = int(rng.integers(0, max(1, width - width // 6)))
+        y = int(rng.integers(0, max(1, height - height // 5)))
+        w = int(rng.integers(width // 64, width // 6))
+        h = int(rng.integers(height // 36, height // 5))
+        scene[y : y + h, x : x + w] += rng.integers(-60, 60, size=3).astype(np.int16)
+    container, stream = _open_encoder(out, width, height, fps, gop)
+    try:
+        for index in range(max(1, round(seconds * fps))):
+            noisy = scene + rng.normal(0.0, grain, (height, width, 1)).astype(np.int16)
+            picture = np.clip(noisy, 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="bgr24")
+            frame.pts = index
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    finally:
+        container.close()
+    return out
+
+
+def demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
+    """The demo's gallery folder (all photos but the first of each deepface person, with a
+    reference and a French name) and its camera clip (the first photos, 3 s each, 2 s
+    apart): ``(work/gallery, work/camera.mp4)``."""
+    gallery = work / "gallery"
+    firsts: dict[str, Path] = {}
+    for photo in sorted(faces.glob("deepface_*")):
+        identity = "_".join(photo.name.split("_")[:2])
+        if identity not in firsts:
+            firsts[identity] = photo
+            continue
+        (gallery / identity).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, gallery / identity)
+    for identity in firsts:
+        (gallery / identity / "person.json").write_text(
+            json.dumps(
+                {
+                    "reference": f"UPR-2026-{identity[-1]}",
+                    "display_name": f"Personne {identity[-1]}",
+                }
+            ),
+            encoding="utf-8",
+        )
+    clip = work / "camera.mp4"
+    build_clip(clip, list(firsts.values()), seconds_per_photo=3.0, gap=2.0)
+    return gallery, clip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``scripts/make_clip OUT.mp4 PHOTO... [--seconds-per-photo 3] [--gap 2] [--fps 15]``."""
     parser = argparse.ArgumentParser(

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ..errors import UprFacesError
 from ..models import OFFICIAL_PACKS
-from ..sources import InvalidSourceError, SourceKind, mask_url, parse_source
+from ..sources import IDLE_DECODE_MODES, InvalidSourceError, SourceKind, mask_url, parse_source
 
 MAX_CAMERAS: Final = 64
 MAX_NAME: Final = 100
@@ -85,6 +85,9 @@ class CameraConfig:
     source: str = field(repr=False)
     match_threshold: float | None = None
     probable_threshold: float | None = None
+    idle_decode: str | None = None
+    """What the camera decodes while its scene is still (``sources.IDLE_DECODE_MODES``);
+    None: the default, key frames only."""
 
     @property
     def masked_source(self) -> str:
@@ -318,7 +321,16 @@ def _camera(raw: Any, index: int, options: Options, media: Sequence[Path]) -> Ca
         source=check_source(data["source"], f"{where}.source", media),
         match_threshold=thresholds["match_threshold"],
         probable_threshold=thresholds["probable_threshold"],
+        idle_decode=None
+        if data.get("idle_decode") is None
+        else _choice(data["idle_decode"], f"{where}.idle_decode", IDLE_DECODE_MODES),
     )
+
+
+def _choice(value: Any, where: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(where, f"one of {', '.join(allowed)}")
+    return str(value)
 
 
 def parse_config(raw: Any, media: Sequence[Path]) -> EngineConfig:

@@ -492,6 +492,7 @@ class Engine:
             restart = (
                 previous.source != camera_config.source
                 or previous.name != camera_config.name
+                or previous.idle_decode != camera_config.idle_decode
                 or backoff_changed
             )
             if camera.source is None:
@@ -519,6 +520,7 @@ class Engine:
             name=config.name,
             retry_backoff=backoff,
             max_backoff=max(DEFAULT_MAX_BACKOFF, backoff),  # the option goes up to an hour
+            idle_decode=config.idle_decode or "keyframes",
         )
         camera_id = config.id
 

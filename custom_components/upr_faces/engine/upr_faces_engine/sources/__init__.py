@@ -25,6 +25,19 @@ somebody reads :attr:`Frame.image`: converted once, under the frame's lock. A pi
 sampling 5 of a camera's 15 frames a second converts 5, not 15 (for MJPEG that saves two
 JPEG decodes of ~3 ms out of three).
 
+Idle cameras decode less. The pipeline calls :meth:`CameraSource.set_still` (True once
+its motion gate has seen a still scene for a while, False as soon as something moves), and
+each camera's ``idle_decode`` (one of :data:`IDLE_DECODE_MODES`) says what that changes:
+``"keyframes"`` (the default) decodes only the key frames of H.264/H.265 while still
+(FFmpeg's ``skip_frame``), so :meth:`CameraSource.latest` is refreshed once per key-frame
+interval and waking up waits at most for the next key frame (at once when the wake comes
+right after a key frame, as it does when that key frame showed the motion);
+``"reduced"`` takes at most one picture a second where skipping one is free (MJPEG, USB,
+other intra-only codecs; on H.264 it is ``"keyframes"``); ``"full"`` decodes everything.
+The packets keep being read while still: a quieter camera is not a stalled one. The
+counters (``decoded``, ``skipped``, ``still``, ``skipping``, ``wake_latency``) are in
+:class:`SourceStats`.
+
 Why a hand-written MJPEG reader rather than PyAV's ``mpjpeg`` demuxer: it keeps the JPEG
 bytes as they come (no decode for frames nobody looks at), it speaks Basic and Digest
 authentication, it tolerates the wrong or missing boundaries and lengths that cheap cameras
@@ -60,6 +73,7 @@ from .camera import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_SNAPSHOT_INTERVAL,
     DEFAULT_STABLE_AFTER,
+    IDLE_DECODE_MODES,
     CameraSource,
     SourceState,
     StateListener,
@@ -87,6 +101,7 @@ __all__ = [
     "DEFAULT_RETRY_BACKOFF",
     "DEFAULT_SNAPSHOT_INTERVAL",
     "DEFAULT_STABLE_AFTER",
+    "IDLE_DECODE_MODES",
     "CameraSource",
     "Frame",
     "Image",

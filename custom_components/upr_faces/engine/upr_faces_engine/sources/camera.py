@@ -26,6 +26,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
@@ -59,6 +60,8 @@ DEFAULT_STABLE_AFTER: Final = 10.0
 _TICK: Final = 0.5  # longest single blocking FFmpeg read: bounds how long stop() waits
 _MAX_USB_INDEX: Final = 63
 _FPS_WINDOW: Final = 30
+IDLE_DECODE_MODES: Final = ("keyframes", "reduced", "full")
+_REDUCED_INTERVAL: Final = 1.0  # "reduced": at most one picture a second while still
 
 
 class SourceState(StrEnum):
@@ -73,6 +76,22 @@ class SourceState(StrEnum):
 type StateListener = Callable[[SourceState, str | None], None]
 
 
+@dataclass(slots=True)
+class _Gate:
+    """Which packets of one PyAV stream are decoded (the reader thread's, one per decoder).
+
+    ``intra``: every picture stands alone (MJPEG...), so skipping one is free and waking
+    is at once. Otherwise ``nonkey`` says the decoder runs with ``skip_frame = NONKEY``;
+    ``skipped_since_key`` counts the pictures dropped since the last key frame: while it
+    is 0, full decoding can resume at the very next packet, else only at a key frame.
+    """
+
+    context: Any
+    intra: bool
+    nonkey: bool = False
+    skipped_since_key: int = 0
+
+
 # --------------------------------------------------------------------------- the source
 
 
@@ -85,6 +104,27 @@ class CameraSource:
     a session is healthy (and resets the backoff) once it has delivered frames for
     ``stable_after`` seconds.
     ``decode_threads`` > 1 lets FFmpeg decode a big stream on several cores.
+
+    ``idle_decode`` says how much is decoded while :meth:`set_still` says the scene is
+    still (one of :data:`IDLE_DECODE_MODES`):
+
+    ``"keyframes"`` (the default)
+        H.264/H.265 (RTSP, clips): only key frames are decoded (PyAV's ``skip_frame =
+        "NONKEY"``; the other packets are still read, so the stream is not taken for a
+        stalled one), so :meth:`latest` is refreshed once per key-frame interval (GOP).
+        After ``set_still(False)`` full decoding resumes at once if no picture was skipped
+        since the last key frame (the motion gate woke up on that key frame), else at the
+        next key frame: the camera's key-frame interval bounds the wake-up latency.
+        Cameras whose pictures all stand alone (MJPEG over HTTP or RTSP, USB) have nothing
+        to skip in this mode: it decodes everything.
+    ``"reduced"``
+        At most about one picture a second, for codecs where skipping a picture is free:
+        MJPEG over HTTP (the other parts are read and dropped, never converted), intra-only
+        streams through PyAV (not fed to the decoder), USB (grabbed without being retrieved,
+        so OpenCV does not convert them). Waking is at once. On H.264/H.265, where every
+        picture needs the one before, it behaves as ``"keyframes"``.
+    ``"full"``
+        Everything is always decoded (``set_still`` changes nothing).
     """
 
     def __init__(
@@ -100,6 +140,7 @@ class CameraSource:
         verify_ssl: bool = True,
         snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL,
         stable_after: float = DEFAULT_STABLE_AFTER,
+        idle_decode: str = "keyframes",
     ) -> None:
         self.spec = source if isinstance(source, SourceSpec) else parse_source(source)
         self.name = mask_url(name) if name else self.spec.masked
@@ -110,6 +151,9 @@ class CameraSource:
             or stable_after < 0
         ):
             raise ValueError("timeouts must be positive and max_backoff >= retry_backoff")
+        if idle_decode not in IDLE_DECODE_MODES:
+            raise ValueError(f"idle_decode must be one of {', '.join(IDLE_DECODE_MODES)}")
+        self.idle_decode = idle_decode
         self.read_timeout = read_timeout
         self.open_timeout = open_timeout if open_timeout is not None else read_timeout
         self.retry_backoff = retry_backoff
@@ -134,6 +178,16 @@ class CameraSource:
         self._recent: deque[float] = deque(maxlen=_FPS_WINDOW)
         self._session_frames = 0
         self._mjpeg: MjpegConnection | None = None
+        # idle decoding: _still and _wake_at are set by set_still() (under _cond); the rest
+        # belongs to the reader thread (stats reads it as it stands)
+        self._still = False
+        self._wake_at: float | None = None  # when set_still(False) ended the last still spell
+        self._decoded = 0
+        self._skipped = 0
+        self._skipping = False  # decoding less right now
+        self._resuming = False  # back to full decoding; the next frame ends the wake-up
+        self._wake_latency: float | None = None
+        self._last_taken = -float("inf")  # "reduced": when the last picture was taken
         # the reader thread's view of the connections (reset by start()):
         self._was_offline = False  # gone offline and said so, not yet said to be back
         self._session_first: float | None = None  # this session's first frame
@@ -183,7 +237,33 @@ class CameraSource:
                 last_frame_at=self._last_frame_at,
                 decode_errors=self._decode_errors,
                 fps=fps,
+                decoded=self._decoded,
+                skipped=self._skipped,
+                still=self._still,
+                skipping=self._skipping,
+                wake_latency=self._wake_latency,
+                idle_decode=self.idle_decode,
             )
+
+    @property
+    def still(self) -> bool:
+        """What :meth:`set_still` last said."""
+        return self._still
+
+    def set_still(self, still: bool) -> None:
+        """Say whether the scene is still (True) or moving (False), from any thread.
+
+        Cheap (a flag under a lock): the reader thread applies it from its next packet,
+        following ``idle_decode`` (see the class). While still, frames keep coming, fewer
+        of them (``seq`` goes on counting them), and the camera stays ``streaming``.
+        USB cameras are read as before except in ``"reduced"`` mode, where the pictures in
+        between are grabbed from V4L2 without being retrieved (converted)."""
+        with self._cond:
+            if still == self._still:
+                return
+            self._still = still
+            if not still:
+                self._wake_at = time.monotonic()
 
     def on_state(self, listener: StateListener) -> Callable[[], None]:
         """Call ``listener(state, reason)`` on every state change: from the reader thread
@@ -289,6 +369,11 @@ class CameraSource:
             self._last_frame_at = now
             self._recent.append(now)
             self._session_frames += 1
+            self._decoded += 1
+            if self._resuming:
+                self._resuming = False
+                if self._wake_at is not None and not self._still:
+                    self._wake_latency = now - self._wake_at
             self._cond.notify_all()
         if self._session_first is None:
             self._session_first = now
@@ -308,6 +393,73 @@ class CameraSource:
     def _back_online(self) -> None:
         _LOGGER.info("Camera %s is back online", self.name)
         self._was_offline = False
+
+    # idle decoding (the reader thread) -------------------------------------------------
+    def _new_gate(self, context: Any) -> _Gate:
+        """The gate of a new decoder, which decodes everything."""
+        self._end_skipping()
+        return _Gate(context, intra=bool(context.codec.intra_only))
+
+    def _end_skipping(self) -> None:
+        if self._skipping:
+            self._skipping = False
+            self._resuming = True
+
+    def _count_skipped(self) -> None:
+        with self._cond:
+            self._skipped += 1
+
+    def _take(self, now: float) -> bool:
+        """For pictures that stand alone: whether to take this one (while still in
+        ``"reduced"`` mode, one a second)."""
+        if self._still and self.idle_decode == "reduced":
+            self._skipping = True
+            if now - self._last_taken < _REDUCED_INTERVAL:
+                return False
+        else:
+            self._end_skipping()
+        self._last_taken = now
+        return True
+
+    def _admit(self, gate: _Gate, packet: Any, now: float) -> tuple[bool, bool]:
+        """Whether to hand ``packet`` to the decoder, and whether a picture is owed for it.
+
+        Inter-coded streams switch to key frames only at once when still, and back to
+        full decoding at the next packet when nothing was skipped since the last key
+        frame, else at the next key frame (a picture after a skipped one would be decoded
+        from a reference the decoder never made)."""
+        if not packet.size:  # the flush at the end of a clip
+            return True, False
+        if gate.intra:
+            take = self._take(now)
+            if not take:
+                self._count_skipped()
+            return take, take
+        key = bool(packet.is_keyframe)
+        if self._still and self.idle_decode != "full":
+            if not gate.nonkey:
+                gate.context.skip_frame = "NONKEY"
+                gate.nonkey = self._skipping = True
+        elif gate.nonkey and (key or gate.skipped_since_key == 0):
+            gate.context.skip_frame = "DEFAULT"
+            gate.nonkey = False
+            self._end_skipping()
+        if key:
+            gate.skipped_since_key = 0
+        elif gate.nonkey:
+            gate.skipped_since_key += 1
+            self._count_skipped()
+            return True, False  # FFmpeg reads its headers and drops it
+        return True, True
+
+    def _decode(self, packet: Any) -> list[Any]:
+        try:
+            frames: list[Any] = packet.decode()
+        except av.error.InvalidDataError:
+            with self._cond:
+                self._decode_errors += 1
+            return []
+        return frames
 
     # the reader thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -429,7 +581,15 @@ class CameraSource:
             if self._stop.is_set():
                 return
             stream = container.streams.video[0]
-            last_frame = time.monotonic()
+            gate = self._new_gate(stream.codec_context)
+            # A stall is no packet for read_timeout (while still, most packets are not
+            # decoded, yet they come), or packets without a picture for that long counted
+            # from the first one owed a picture (any packet, or only key frames while
+            # still), once three are owed: a decoder that reorders pictures (B-frames)
+            # holds a key frame back until the next one is decoded, a GOP later.
+            last_packet = time.monotonic()
+            owed_since: float | None = None
+            owed_count = 0
             packets = container.demux(stream)
             while not self._stop.is_set():
                 try:
@@ -438,22 +598,26 @@ class CameraSource:
                     raise SessionEnd("stream ended") from None
                 except av.error.ExitError:
                     # A quiet tick: check for stop, then for a stall, then read on.
-                    if time.monotonic() - last_frame > self.read_timeout:
+                    if time.monotonic() - last_packet > self.read_timeout:
                         raise SessionEnd(
                             f"no frame for {self.read_timeout:g} s", stalled=True
                         ) from None
                     packets = container.demux(stream)
                     continue
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    with self._cond:
-                        self._decode_errors += 1
-                    frames = []
-                for frame in frames:
-                    last_frame = time.monotonic()
+                now = last_packet = time.monotonic()
+                feed, owed = self._admit(gate, packet, now)
+                if owed:
+                    owed_count += 1
+                    if owed_since is None:
+                        owed_since = now
+                for frame in self._decode(packet) if feed else ():
+                    owed_since, owed_count = None, 0
                     self._publish(convert_av(frame))
-                if time.monotonic() - last_frame > self.read_timeout:
+                if (
+                    owed_since is not None
+                    and owed_count >= 3
+                    and time.monotonic() - owed_since > self.read_timeout
+                ):
                     raise SessionEnd(f"no frame for {self.read_timeout:g} s", stalled=True)
         finally:
             container.close()
@@ -463,40 +627,45 @@ class CameraSource:
         assert path is not None
         if not path.is_file():
             raise SessionEnd(f"no such file: {path}")
-        origin: float | None = None  # monotonic time of the clip's first frame, this pass
+        # Paced by the packets' decoding times, not by the frames: while still, most
+        # packets give no frame, and the clip must not race through them.
+        origin: float | None = None  # monotonic time of the clip's first packet, this pass
         while not self._stop.is_set():
             container = self._open_av(str(path), {}, None)
             try:
                 stream = container.streams.video[0]
                 rate = stream.average_rate or stream.guessed_rate or 15
                 step = 1.0 / float(rate)
+                gate = self._new_gate(stream.codec_context)
                 first_t: float | None = None
                 clip_t = 0.0
+                owed = pictures = 0
                 for packet in container.demux(stream):
-                    try:
-                        frames = packet.decode()
-                    except av.error.InvalidDataError:
-                        with self._cond:
-                            self._decode_errors += 1
-                        continue
-                    for frame in frames:
-                        frame_t = frame.time if frame.time is not None else clip_t + step
+                    if packet.size:
+                        if packet.dts is not None and packet.time_base is not None:
+                            packet_t = float(packet.dts * packet.time_base)
+                        else:
+                            packet_t = clip_t + step
                         if first_t is None:
-                            first_t = frame_t
-                        clip_t = frame_t
+                            first_t = packet_t
+                        clip_t = packet_t
                         now = time.monotonic()
                         if origin is None:
                             origin = now
-                        due = origin + (frame_t - first_t)
+                        due = origin + (packet_t - first_t)
                         if due - now > 0:
                             if self._stop.wait(due - now):
                                 return
                         elif now - due > 1.0:  # fell far behind: do not rush to catch up
-                            origin = now - (frame_t - first_t)
+                            origin = now - (packet_t - first_t)
+                    feed, expect = self._admit(gate, packet, time.monotonic())
+                    owed += expect
+                    for frame in self._decode(packet) if feed else ():
+                        pictures += 1
                         self._publish(convert_av(frame))
                     if self._stop.is_set():
                         return
-                if first_t is None:
+                if first_t is None or (owed and not pictures):
                     raise SessionEnd("no frame in clip")
                 if origin is not None:
                     origin += clip_t - first_t + step  # the next pass starts one frame on
@@ -518,8 +687,8 @@ class CameraSource:
                     if not data.startswith((b"\xff\xd8", b"\x89PNG")):
                         raise SessionEnd(f"not an image stream ({connection.content_type or '?'})")
                     if data.startswith(b"\x89PNG") or is_jpeg(data):
-                        self._publish(decode_jpeg(data))
                         last_picture = time.monotonic()
+                        self._offer_picture(data, last_picture)
                     else:
                         self._no_picture(data, last_picture)
                 else:
@@ -528,8 +697,8 @@ class CameraSource:
                         if self._stop.is_set():
                             return
                         if is_jpeg(data):
-                            self._publish(decode_jpeg(data))
                             last_picture = time.monotonic()
+                            self._offer_picture(data, last_picture)
                         else:
                             self._no_picture(data, last_picture)
             except Stopped:
@@ -554,6 +723,14 @@ class CameraSource:
             if self._stop.wait(self.snapshot_interval):
                 return
 
+    def _offer_picture(self, data: bytes, now: float) -> None:
+        """Publish an image from an HTTP camera, unless "reduced" drops it (never decoded:
+        its pixels would only be made if somebody read them)."""
+        if self._take(now):
+            self._publish(decode_jpeg(data))
+        else:
+            self._count_skipped()
+
     def _no_picture(self, data: bytes, last_picture: float) -> None:
         """Count a part that holds no picture (empty, or garbage no decoder can read) and
         end the session once only such parts came for ``read_timeout``."""
@@ -574,7 +751,18 @@ class CameraSource:
                 raise SessionEnd(f"cannot open {device_path(device)}")
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             last_frame = time.monotonic()
+            self._end_skipping()
             while not self._stop.is_set():
+                if not self._take(time.monotonic()):
+                    # "reduced" while still: dequeue the picture, do not convert it
+                    if capture.grab():
+                        last_frame = time.monotonic()
+                        self._count_skipped()
+                    elif time.monotonic() - last_frame > self.read_timeout:
+                        raise SessionEnd(f"no frame for {self.read_timeout:g} s", stalled=True)
+                    else:
+                        self._stop.wait(0.05)
+                    continue
                 ok, image = capture.read()
                 if ok and image is not None:
                     last_frame = time.monotonic()

@@ -155,13 +155,28 @@ def convert_av(frame: av.VideoFrame) -> Callable[[], Image]:
 
 @dataclass(frozen=True, slots=True)
 class SourceStats:
-    """Counters of one camera since it was created."""
+    """Counters of one camera since it was created.
+
+    ``decoded`` counts the pictures that became frames (decoded by PyAV; for MJPEG and USB,
+    taken to be converted on first use), so it equals ``frames_read``; ``skipped`` the
+    pictures received and not decoded while the scene was still (``decoded + skipped`` is
+    what the camera sent). ``still`` is what :meth:`CameraSource.set_still` last said;
+    ``skipping`` whether the reader is decoding less right now (still, or woken and waiting
+    for the next key frame); ``wake_latency`` the seconds from the last ``set_still(False)``
+    that ended a skipping spell to the first fully decoded frame after it (None before one).
+    """
 
     frames_read: int
     reconnects: int
     last_frame_at: float | None
     decode_errors: int
     fps: float
+    decoded: int = 0
+    skipped: int = 0
+    still: bool = False
+    skipping: bool = False
+    wake_latency: float | None = None
+    idle_decode: str = "keyframes"
 
 
 class SessionEnd(Exception):
