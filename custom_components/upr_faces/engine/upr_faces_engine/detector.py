@@ -9,6 +9,7 @@ with InsightFace's packs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ INPUT_MEAN = 127.5
 INPUT_STD = 128.0
 DEFAULT_SCORE_THRESHOLD = 0.5
 DEFAULT_NMS_THRESHOLD = 0.4
+DEFAULT_MAX_BATCH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,9 @@ class ScrfdDetector:
     ``input_size`` is the ``(width, height)`` a model's graph fixes (``ModelInfo.input_size``):
     every image is then letterboxed into exactly that, and ``det_size`` and ``square`` do
     not apply. None (dynamic height and width) keeps them.
+
+    ``batch`` is the most images one run takes (:meth:`detect_batch`) where the graph's
+    batch dimension is symbolic; a graph that fixes it to 1 is run once per image.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class ScrfdDetector:
         nms_threshold: float = DEFAULT_NMS_THRESHOLD,
         square: bool = True,
         input_size: tuple[int, int] | None = None,
+        batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         if det_size < 32 or det_size % 32:
             raise ValueError(f"det_size must be a multiple of 32, got {det_size}")
@@ -125,6 +131,11 @@ class ScrfdDetector:
             heads[width].append(output.name)
         self._output_names = heads[1] + heads[4] + heads[10]
         self._batched = len(outputs[0].shape) == 3
+        # several images per run only where the graph's batch is symbolic and its outputs
+        # keep it apart (N, anchors, values): 2-D outputs interleave the images' anchors
+        batch_dim = session.get_inputs()[0].shape[0]
+        dynamic = not (isinstance(batch_dim, int) and batch_dim > 0)
+        self._max_batch = max(1, batch) if dynamic and self._batched else 1
         self._centers: dict[tuple[int, int, int], FloatArray] = {}
 
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
@@ -150,8 +161,14 @@ class ScrfdDetector:
                 self._centers[key] = centers
         return centers
 
-    def detect(self, image: ImageArray, max_faces: int = 0) -> list[Detection]:
-        """Find faces in a BGR ``uint8`` image; boxes and landmarks in its own coordinates."""
+    @property
+    def max_batch(self) -> int:
+        """How many images one run of the network takes: ``batch`` for a graph with a
+        symbolic batch dimension and batched (3-D) outputs, else 1 (images are looped)."""
+        return self._max_batch
+
+    def _blob(self, image: ImageArray) -> tuple[FloatArray, float, int, int]:
+        """The network input of one image, its scale and the input ``(width, height)``."""
         img_h, img_w = image.shape[:2]
         in_w, in_h = self.input_size_for(img_h, img_w)
         if img_h / img_w > in_h / in_w:
@@ -166,8 +183,44 @@ class ScrfdDetector:
         blob = cv2.dnn.blobFromImage(
             canvas, 1.0 / INPUT_STD, (in_w, in_h), (INPUT_MEAN,) * 3, swapRB=True
         )
-        outs = self._session.run(self._output_names, {self._input_name: blob})
+        return np.asarray(blob, dtype=np.float32), scale, in_w, in_h
 
+    def detect(self, image: ImageArray, max_faces: int = 0) -> list[Detection]:
+        """Find faces in a BGR ``uint8`` image; boxes and landmarks in its own coordinates."""
+        blob, scale, in_w, in_h = self._blob(image)
+        outs = self._session.run(self._output_names, {self._input_name: blob})
+        if self._batched:
+            outs = [out[0] for out in outs]
+        return self._decode(outs, scale, in_w, in_h, max_faces)
+
+    def detect_batch(
+        self, images: Sequence[ImageArray], max_faces: int = 0
+    ) -> list[list[Detection]]:
+        """:meth:`detect` for several images, in runs of up to :attr:`max_batch` images of
+        the same network input size; the faces of each image, in order. Same results as
+        one image at a time."""
+        if self._max_batch <= 1:
+            return [self.detect(image, max_faces) for image in images]
+        results: list[list[Detection]] = [[] for _ in images]
+        groups: dict[tuple[int, int], list[tuple[int, FloatArray, float]]] = {}
+        for index, image in enumerate(images):
+            blob, scale, in_w, in_h = self._blob(image)
+            groups.setdefault((in_w, in_h), []).append((index, blob, scale))
+        for (in_w, in_h), members in groups.items():
+            for start in range(0, len(members), self._max_batch):
+                chunk = members[start : start + self._max_batch]
+                batch = np.concatenate([blob for _i, blob, _s in chunk])
+                outs = self._session.run(self._output_names, {self._input_name: batch})
+                for row, (index, _blob, scale) in enumerate(chunk):
+                    results[index] = self._decode(
+                        [out[row] for out in outs], scale, in_w, in_h, max_faces
+                    )
+        return results
+
+    def _decode(
+        self, outs: Sequence[FloatArray], scale: float, in_w: int, in_h: int, max_faces: int
+    ) -> list[Detection]:
+        """Faces from the nine outputs of one image (without their batch dimension)."""
         scores_l: list[FloatArray] = []
         boxes_l: list[FloatArray] = []
         kps_l: list[FloatArray] = []
@@ -175,8 +228,6 @@ class ScrfdDetector:
             scores = outs[idx]
             box_pred = outs[idx + 3]
             kps_pred = outs[idx + 6]
-            if self._batched:
-                scores, box_pred, kps_pred = scores[0], box_pred[0], kps_pred[0]
             scores = scores.reshape(-1)
             positive = np.flatnonzero(scores >= self.score_threshold)
             if positive.size == 0:

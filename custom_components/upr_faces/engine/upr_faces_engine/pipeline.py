@@ -1,16 +1,24 @@
 """Per-camera work and the scheduler that shares one analyzer between all cameras.
 
-Each camera's reader thread keeps only its newest frame. Worker threads visit the cameras
-in turn: a camera is due ``detection_fps`` times a second; when it is due, its newest frame
-is taken (older ones are simply overwritten, never queued), a cheap motion gate may skip
-it, and otherwise faces are detected, tracked, embedded on the frames worth it and matched;
-a track alerts once its evidence over several frames names a person (``tracker.py``).
-Nothing here grows with time: no queue, bounded tracks, bounded stats.
+Each camera's reader thread keeps only its newest frame. Worker threads (one per core by
+default) visit the cameras: a camera is due ``detection_fps`` times a second; a worker
+takes the cameras due now, oldest due first (up to ``max_batch``), with their newest frames
+(older ones are simply overwritten, never queued). A cheap motion gate may skip a frame;
+the others go through the detector together (one run for several frames where the model
+allows a batch), the faces worth embedding of all of them through the recognizer in one
+batch, and each camera then tracks, matches and decides on its own; a track alerts once its
+evidence over several frames names a person (``tracker.py``). A camera whose samples are
+dropped for a few seconds because the analyzer cannot keep up is reported ``behind`` (and
+the pipeline ``overloaded``), never silently. A source that can decode less while its scene
+is still is told so (``set_still``). Nothing here grows with time: no queue, bounded
+tracks, bounded stats.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 from collections import deque
@@ -35,7 +43,7 @@ from .tracker import (
 )
 
 if TYPE_CHECKING:
-    from .analyzer import Analyzer
+    from .detector import Detection
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +57,27 @@ TIER_COLOURS: dict[Tier, tuple[int, int, int]] = {
     "none": (200, 200, 200),
 }
 THUMB_SIZE = (64, 36)
+DEFAULT_MAX_BATCH: Final = 8
+"""The most cameras one worker takes at once (their frames go through the models together)."""
+STATS_WINDOW_S: Final = 5.0
+"""The recent window of ``analysed_fps`` and ``behind``."""
+BEHIND_MIN_SHARE: Final = 0.1
+"""A camera is behind when more than this share of its samples due in the window were
+dropped ..."""
+BEHIND_MIN_SECONDS: Final = 3
+"""... in at least this many different seconds of it (sustained, not one hiccup); or when
+its next sample has been due for this long (a backlog so deep that it is seldom taken):"""
+BEHIND_OVERDUE_S: Final = 2.0
+
+
+def default_workers(threads_per_worker: int = 1) -> int:
+    """The pipeline's worker threads by default: the cores this process may use, shared
+    with each worker's inference threads (the analyzer's ``threads``, 1 by default)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, threads_per_worker))
 
 
 class FrameLike(Protocol):
@@ -84,6 +113,25 @@ class SourceLike(Protocol):
         """``connecting``, ``streaming`` or ``offline``."""
 
 
+class AnalyzerLike(Protocol):
+    """What the pipeline needs of an analyzer: in-process ONNX sessions
+    (:class:`~upr_faces_engine.analyzer.Analyzer`) or a remote service."""
+
+    def detect(self, image: ImageArray) -> list[Detection]:
+        """The faces of one BGR image."""
+
+    def embed(self, image: ImageArray, detections: Sequence[Detection]) -> FloatArray:
+        """One L2-normalised embedding row per detection of one image."""
+
+    def detect_batch(self, images: Sequence[ImageArray]) -> list[list[Detection]]:
+        """The faces of each image, in order."""
+
+    def embed_batch(
+        self, items: Sequence[tuple[ImageArray, Sequence[Detection]]]
+    ) -> list[FloatArray]:
+        """One ``(n_i, dim)`` array of embeddings per (image, detections) item."""
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     """Tunables of the real-time pipeline."""
@@ -96,6 +144,7 @@ class PipelineConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     jpeg_quality: int = 80
+    still_after_s: float = 3.0  # a scene still this long is told to the source (set_still)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +173,39 @@ class CameraStats:
     analysis_errors: int = 0
     analysis_failing: bool = False  # the last frame analysed failed (see analysis_error)
     analysis_error: str | None = None
+    analysed_fps: float = 0.0  # frames through the detector per second, last 5 s
+    dropped_recent: int = 0  # samples dropped in the last 5 s (the analyzer was busy)
+    behind: bool = False  # samples dropped for a few seconds: the analyzer cannot keep up
+    still: bool = False  # the scene has been still for still_after_s (told to the source)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    """A snapshot of the scheduler: how much it has, and whether it keeps up."""
+
+    workers: int
+    max_batch: int
+    cameras: int
+    cameras_behind: int
+    overloaded: bool  # some camera is behind: the analyzer cannot keep up with them all
+    mean_batch: float | None  # frames per detector batch, recent mean
+
+
+@dataclass(slots=True)
+class FrameWork:
+    """One frame of one camera on its way through the models (see :meth:`CameraWorker.prepare`)."""
+
+    frame: FrameLike
+    image: ImageArray
+    now: float
+    detections: list[Detection] = field(default_factory=list)
+    tracks: list[Track] = field(default_factory=list)
+    to_embed: list[tuple[int, float, ThumbArray | None]] = field(default_factory=list)
+
+    @property
+    def embed_detections(self) -> list[Detection]:
+        """The detections whose faces are to be embedded (set by ``plan``)."""
+        return [self.detections[index] for index, _q, _t in self.to_embed]
 
 
 def encode_jpeg(image: ImageArray, quality: int = 80) -> bytes:
@@ -298,10 +380,62 @@ class CameraWorker:
         self._failing = False
         self.analysis_errors = 0
         self.analysis_error: str | None = None
+        self._added_at = time.monotonic()
+        self.scheduled = False  # visited by a running pipeline's workers (not process() alone)
+        self._very_late_at: float | None = None
+        # recent history, bounded: when frames were analysed, when samples were dropped
+        self._analysed_at: deque[float] = deque(maxlen=1024)
+        self._dropped_at: deque[tuple[float, int]] = deque(maxlen=256)
+        self._still_since: float | None = None
+        self._still = False
+        self._still_hook_failed = False
+
+    def note_dropped(self, count: int, now: float, late: float = 0.0) -> None:
+        """``count`` samples were skipped: the camera was due while the workers were busy
+        (its frame was taken ``late`` seconds after it was due)."""
+        self.dropped += count
+        self._dropped_at.append((now, count))
+        if late >= BEHIND_OVERDUE_S:
+            self._very_late_at = now
+
+    def analysed_fps(self, now: float | None = None) -> float:
+        """Frames through the detector per second over the last few seconds."""
+        now = time.monotonic() if now is None else now
+        span = min(STATS_WINDOW_S, now - self._added_at)
+        if span <= 0.5:
+            return 0.0
+        recent = sum(1 for at in self._analysed_at if at >= now - span)
+        return round(recent / span, 2)
+
+    def _recent_drops(self, now: float) -> tuple[int, int]:
+        """Samples dropped in the window, and in how many different seconds of it."""
+        start = now - STATS_WINDOW_S
+        recent = [(at, count) for at, count in self._dropped_at if at >= start]
+        return sum(count for _at, count in recent), len({int(now - at) for at, _c in recent})
+
+    def is_behind(self, now: float | None = None) -> bool:
+        """Whether the analyzer has not kept up with this camera for a few seconds:
+        more than a tenth of its samples dropped, in three seconds or more of the last 5 s,
+        or a sample taken 2 s or more after it was due, in the last 5 s or now (a camera
+        without new frames is not due)."""
+        now = time.monotonic() if now is None else now
+        if self.scheduled and now - self.next_due >= BEHIND_OVERDUE_S:
+            return True
+        if self._very_late_at is not None and now - self._very_late_at <= STATS_WINDOW_S:
+            return True
+        dropped, seconds = self._recent_drops(now)
+        due = STATS_WINDOW_S * self.config.detection_fps
+        return seconds >= BEHIND_MIN_SECONDS and dropped > BEHIND_MIN_SHARE * due
+
+    @property
+    def still(self) -> bool:
+        """Whether the scene has been still (no motion, no face followed) for a while."""
+        return self._still
 
     def stats(self) -> CameraStats:
         """A snapshot of the counters."""
         detect = round(sum(self._detect_ms) / len(self._detect_ms), 2) if self._detect_ms else None
+        now = time.monotonic()
         return CameraStats(
             camera=self.camera,
             state=self.source.state,
@@ -315,6 +449,10 @@ class CameraWorker:
             analysis_errors=self.analysis_errors,
             analysis_failing=self._failing,
             analysis_error=self.analysis_error,
+            analysed_fps=self.analysed_fps(now),
+            dropped_recent=self._recent_drops(now)[0],
+            behind=self.is_behind(now),
+            still=self._still,
         )
 
     @property
@@ -328,32 +466,87 @@ class CameraWorker:
         grey = cv2.cvtColor(thumb, cv2.COLOR_BGR2GRAY).astype(np.int16)
         reference = self._reference_thumb
         forced = now - self._last_full_check >= self.config.forced_check_s
-        if reference is None or forced or self.tracker.active:
-            moved = True
-        else:
-            moved = float(np.abs(grey - reference).mean()) >= self.config.motion_threshold
+        changed = (
+            reference is None
+            or float(np.abs(grey - reference).mean()) >= self.config.motion_threshold
+        )
+        self._note_stillness(changed, now)
+        moved = changed or forced or bool(self.tracker.active)
         if moved:
             self._reference_thumb = grey
             self._last_full_check = now
         return moved
 
+    def _note_stillness(self, changed: bool, now: float) -> None:
+        """Track how long the scene has been still; tell the source when that changes."""
+        if changed or self.tracker.active:
+            self._still_since = None
+            self._set_still(False)
+        elif self._still_since is None:
+            self._still_since = now
+        elif now - self._still_since >= self.config.still_after_s:
+            self._set_still(True)
+
+    def _set_still(self, still: bool) -> None:
+        """Tell the source (once per change) whether its scene is still, if it cares."""
+        if still == self._still:
+            return
+        self._still = still
+        hook = getattr(self.source, "set_still", None)
+        if hook is None:
+            return
+        try:
+            hook(still)
+        except Exception:
+            if not self._still_hook_failed:
+                _LOGGER.exception(
+                    "Camera %s: telling the source its scene is still failed", self.camera
+                )
+                self._still_hook_failed = True
+
     def process(
-        self, frame: FrameLike, analyzer: Analyzer, gallery: Gallery | None
+        self, frame: FrameLike, analyzer: AnalyzerLike, gallery: Gallery | None
     ) -> list[MatchEvent]:
-        """Analyse one frame: detect, track, embed the best frames, match, decide alerts."""
+        """Analyse one frame: detect, track, embed the best frames, match, decide alerts.
+
+        The pipeline does the same for several cameras at once: :meth:`prepare` each,
+        one ``detect_batch``, :meth:`plan` each, one ``embed_batch``, :meth:`finish` each.
+        """
+        work = self.prepare(frame)
+        if work is None:
+            return []
+        started = time.perf_counter()
+        detections = analyzer.detect(work.image)
+        detect_ms = (time.perf_counter() - started) * 1000.0
+        wanted = self.plan(work, detections, gallery, detect_ms)
+        vectors = analyzer.embed(work.image, wanted) if wanted else None
+        return self.finish(work, vectors, gallery)
+
+    def prepare(self, frame: FrameLike) -> FrameWork | None:
+        """The motion gate: the frame's work, or None when the scene is unchanged (gated)."""
         image = frame.image
         now = time.monotonic()
         if not self._motion(image, now):
             self.gated += 1
-            return []
-        started = time.perf_counter()
-        detections = analyzer.detect(image)
-        self._detect_ms.append((time.perf_counter() - started) * 1000.0)
+            return None
+        return FrameWork(frame, image, now)
+
+    def plan(
+        self,
+        work: FrameWork,
+        detections: list[Detection],
+        gallery: Gallery | None,
+        detect_ms: float,
+    ) -> list[Detection]:
+        """Track the frame's faces; returns those worth embedding (maybe none)."""
+        image, frame = work.image, work.frame
+        self._detect_ms.append(detect_ms)
         self.frames_analysed += 1
+        self._analysed_at.append(work.now)
         if detections:
             self.last_detection_at = time.time()
-        tracks = self.tracker.update(detections, frame.captured_at)
-        to_embed: list[tuple[int, float, ThumbArray | None]] = []
+        work.detections = detections
+        work.tracks = tracks = self.tracker.update(detections, frame.captured_at)
         if gallery is not None and gallery.reference_count:
             for index, (track, detection) in enumerate(zip(tracks, detections, strict=True)):
                 quality = face_quality(image, detection, self.config.tracker.min_face_size)
@@ -362,10 +555,18 @@ class CameraWorker:
                 if self.tracker.wants_embedding(
                     track, quality, thumb, frame.captured_at, pending=pending
                 ):
-                    to_embed.append((index, quality, thumb))
+                    work.to_embed.append((index, quality, thumb))
+        return work.embed_detections
+
+    def finish(
+        self, work: FrameWork, vectors: FloatArray | None, gallery: Gallery | None
+    ) -> list[MatchEvent]:
+        """Match the embedded faces (``vectors``: one row per :meth:`plan` detection),
+        decide the alerts, update the live view."""
+        image, frame, now = work.image, work.frame, work.now
+        detections, tracks, to_embed = work.detections, work.tracks, work.to_embed
         events: list[MatchEvent] = []
-        if to_embed and gallery is not None:
-            vectors = analyzer.embed(image, [detections[index] for index, _q, _t in to_embed])
+        if to_embed and gallery is not None and vectors is not None:
             results = gallery.search(
                 vectors, top_k=self.config.top_k, thresholds=self.thresholds, include_none=True
             )
@@ -392,9 +593,26 @@ class CameraWorker:
         self._set_faces(
             [self._face_box(track, gallery) for track in tracks],
         )
+        if self.tracker.active:  # a face is followed: the scene is not still
+            self._still_since = None
+            self._set_still(False)
         self.cooldown.forget(now)
         self.events += len(events)
         return events
+
+    def analysis_succeeded(self) -> None:
+        """The camera's last frame went through: log once that it is analysed again."""
+        if self._failing:
+            _LOGGER.info("Camera %s is analysed again", self.camera)
+            self._failing = False
+
+    def analysis_failed(self, err: BaseException) -> None:
+        """Analysing the camera's frame failed: count it, log it once until it recovers."""
+        self.analysis_errors += 1
+        self.analysis_error = f"{type(err).__name__}: {err}"[:300]
+        if not self._failing:
+            _LOGGER.error("Analysing a frame of camera %s failed", self.camera, exc_info=err)
+            self._failing = True
 
     def _shown(self, track: Track) -> tuple[str, Tier, float] | None:
         """Who the live view names for a track: what its evidence says now, or what was
@@ -517,15 +735,22 @@ EventListener = Callable[[MatchEvent], None]
 
 
 class Pipeline:
-    """Runs every camera through one shared analyzer on a few worker threads."""
+    """Runs every camera through one shared analyzer on a few worker threads.
+
+    ``workers``: the worker threads; None for the cores over the analyzer's inference
+    threads per session (:func:`default_workers`): one per core with the default analyzer.
+    ``max_batch``: the most cameras one worker takes at once; their frames go through the
+    analyzer's ``detect_batch`` and ``embed_batch`` together.
+    """
 
     def __init__(
         self,
-        analyzer: Analyzer,
+        analyzer: AnalyzerLike,
         gallery: Gallery | None = None,
         config: PipelineConfig | None = None,
         *,
-        workers: int = 1,
+        workers: int | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.analyzer = analyzer
         self.config = config or PipelineConfig()
@@ -534,9 +759,43 @@ class Pipeline:
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        if workers is None:
+            session_threads = getattr(analyzer, "threads", None)
+            workers = default_workers(session_threads if isinstance(session_threads, int) else 1)
         self._workers = max(1, workers)
+        self.max_batch = max(1, max_batch)
+        self._processing = 0  # workers busy with a batch (under the lock)
+        self._batch_sizes: deque[int] = deque(maxlen=100)
+        self._overloaded = False
+        self._overload_checked = 0.0
         self._listeners: list[EventListener] = []
         self.rejections = Rejections()
+
+    @property
+    def workers(self) -> int:
+        """The number of worker threads."""
+        return self._workers
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether some camera is behind: the analyzer cannot keep up with every camera."""
+        now = time.monotonic()
+        return any(worker.is_behind(now) for worker in list(self._cameras.values()))
+
+    def stats(self) -> PipelineStats:
+        """A snapshot of the scheduler's figures."""
+        now = time.monotonic()
+        cameras = list(self._cameras.values())
+        behind = sum(1 for worker in cameras if worker.is_behind(now))
+        sizes = list(self._batch_sizes)
+        return PipelineStats(
+            workers=self._workers,
+            max_batch=self.max_batch,
+            cameras=len(cameras),
+            cameras_behind=behind,
+            overloaded=behind > 0,
+            mean_batch=round(sum(sizes) / len(sizes), 2) if sizes else None,
+        )
 
     @property
     def gallery(self) -> Gallery | None:
@@ -570,6 +829,7 @@ class Pipeline:
         source.start()
         with self._lock:
             self._cameras[camera] = worker
+            worker.scheduled = bool(self._threads)
             self._lock.notify_all()
         return worker
 
@@ -614,6 +874,11 @@ class Pipeline:
         if self._threads:
             return
         self._stop.clear()
+        with self._lock:
+            now = time.monotonic()
+            for worker in self._cameras.values():  # waiting for the start is not being late
+                worker.next_due = max(worker.next_due, now)
+                worker.scheduled = True
         for index in range(self._workers):
             thread = threading.Thread(
                 target=self._run, name=f"upr_faces-analyzer-{index}", daemon=True
@@ -629,14 +894,17 @@ class Pipeline:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        for worker in list(self._cameras.values()):
+            worker.scheduled = False
         for camera in list(self._cameras):
             self.remove_camera(camera, timeout)
 
-    def _next_due(self) -> tuple[CameraWorker, FrameLike] | float:
-        """A camera to process now with its newest frame, or how long to wait."""
+    def _next_due(self) -> list[tuple[CameraWorker, FrameLike]] | float:
+        """The cameras to process now with their newest frames (oldest due first, at most
+        ``max_batch``, shared with the other idle workers), or how long to wait."""
         now = time.monotonic()
         wait = 0.1
-        chosen: tuple[CameraWorker, FrameLike] | None = None
+        due: list[tuple[CameraWorker, FrameLike]] = []
         for worker in self._cameras.values():
             if worker.busy:
                 continue
@@ -645,21 +913,26 @@ class Pipeline:
                 continue
             frame = worker.source.latest()
             if frame is None or frame.seq == worker.last_seq:
+                # no new frame yet: not the analyzer's fault, so not a dropped sample;
+                # the camera is due again as soon as one comes
+                worker.next_due = now
                 wait = min(wait, 0.01)
                 continue
-            if chosen is None or worker.next_due < chosen[0].next_due:
-                chosen = (worker, frame)
-        if chosen is None:
+            due.append((worker, frame))
+        if not due:
             return wait
-        worker, frame = chosen
-        late = now - worker.next_due
-        if late > worker.interval:
-            missed = int(late // worker.interval)
-            worker.dropped += missed
-            worker.next_due += missed * worker.interval
-        worker.next_due += worker.interval
-        worker.busy = True
-        worker.last_seq = frame.seq
+        due.sort(key=lambda pick: pick[0].next_due)  # oldest due first: none starves
+        idle = max(1, self._workers - self._processing)
+        chosen = due[: min(self.max_batch, math.ceil(len(due) / idle))]
+        for worker, frame in chosen:
+            late = now - worker.next_due
+            if late > worker.interval:
+                missed = int(late // worker.interval)
+                worker.note_dropped(missed, now, late)
+                worker.next_due += missed * worker.interval
+            worker.next_due += worker.interval
+            worker.busy = True
+            worker.last_seq = frame.seq
         return chosen
 
     def _run(self) -> None:
@@ -669,29 +942,104 @@ class Pipeline:
                 if isinstance(picked, float):
                     self._lock.wait(max(0.002, picked))
                     continue
-            worker, frame = picked
-            events: list[MatchEvent] = []
+                self._processing += 1
+            results: list[tuple[CameraWorker, list[MatchEvent]]] = []
             try:
-                events = worker.process(frame, self.analyzer, self._gallery)
-                if worker._failing:
-                    _LOGGER.info("Camera %s is analysed again", worker.camera)
-                    worker._failing = False
-            except Exception as err:
-                worker.analysis_errors += 1
-                worker.analysis_error = f"{type(err).__name__}: {err}"[:300]
-                if not worker._failing:
-                    _LOGGER.exception("Analysing a frame of camera %s failed", worker.camera)
-                    worker._failing = True
+                results = self.process_batch(picked)
             finally:
                 with self._lock:
-                    worker.busy = False
+                    self._processing -= 1
+                    for worker, _frame in picked:
+                        worker.busy = False
                     self._lock.notify_all()
-            for event in events:
-                for listener in list(self._listeners):
-                    try:
-                        listener(event)
-                    except Exception:
-                        _LOGGER.exception("A match listener failed")
+            for _worker, events in results:
+                for event in events:
+                    for listener in list(self._listeners):
+                        try:
+                            listener(event)
+                        except Exception:
+                            _LOGGER.exception("A match listener failed")
+            self._check_overload()
+
+    def process_batch(
+        self, picked: Sequence[tuple[CameraWorker, FrameLike]]
+    ) -> list[tuple[CameraWorker, list[MatchEvent]]]:
+        """Several cameras' frames through the models together: the motion gate of each,
+        one ``detect_batch`` for the frames it lets through, one ``embed_batch`` for all the
+        faces to embed, then each camera's tracks, matches and alerts. A failure is the
+        failure of the cameras it concerns only."""
+        analyzer, gallery = self.analyzer, self._gallery
+        works: list[tuple[CameraWorker, FrameWork]] = []
+        for worker, frame in picked:
+            try:
+                work = worker.prepare(frame)
+            except Exception as err:
+                worker.analysis_failed(err)
+                continue
+            if work is None:
+                worker.analysis_succeeded()
+            else:
+                works.append((worker, work))
+        if not works:
+            return []
+        self._batch_sizes.append(len(works))
+        started = time.perf_counter()
+        try:
+            found = analyzer.detect_batch([work.image for _worker, work in works])
+            if len(found) != len(works):
+                raise ValueError(f"{len(found)} detection lists for {len(works)} frames")
+        except Exception as err:
+            for worker, _work in works:
+                worker.analysis_failed(err)
+            return []
+        detect_ms = (time.perf_counter() - started) * 1000.0 / len(works)
+        planned: list[tuple[CameraWorker, FrameWork, list[Detection]]] = []
+        for (worker, work), detections in zip(works, found, strict=True):
+            try:
+                planned.append((worker, work, worker.plan(work, detections, gallery, detect_ms)))
+            except Exception as err:
+                worker.analysis_failed(err)
+        wanting = [(worker, work, wanted) for worker, work, wanted in planned if wanted]
+        vectors: dict[int, FloatArray] = {}
+        if wanting:
+            try:
+                rows = analyzer.embed_batch([(work.image, wanted) for _w, work, wanted in wanting])
+                if len(rows) != len(wanting):
+                    raise ValueError(f"{len(rows)} embedding sets for {len(wanting)} frames")
+                vectors = {id(work): row for (_w, work, _d), row in zip(wanting, rows, strict=True)}
+            except Exception as err:
+                for worker, _work, _wanted in wanting:
+                    worker.analysis_failed(err)
+                failed = {id(work) for _w, work, _d in wanting}
+                planned = [item for item in planned if id(item[1]) not in failed]
+        results: list[tuple[CameraWorker, list[MatchEvent]]] = []
+        for worker, work, _wanted in planned:
+            try:
+                results.append((worker, worker.finish(work, vectors.get(id(work)), gallery)))
+            except Exception as err:
+                worker.analysis_failed(err)
+                continue
+            worker.analysis_succeeded()
+        return results
+
+    def _check_overload(self) -> None:
+        """Log once when the analyzer stops keeping up, and once when it catches up."""
+        now = time.monotonic()
+        if now - self._overload_checked < 1.0:
+            return
+        self._overload_checked = now
+        behind = [worker.camera for worker in list(self._cameras.values()) if worker.is_behind(now)]
+        if behind and not self._overloaded:
+            _LOGGER.warning(
+                "The analyzer cannot keep up: %d of %d cameras drop samples (%s); lower the "
+                "detection rate, add cores or move the analysis elsewhere",
+                len(behind),
+                len(self._cameras),
+                ", ".join(behind[:8]),
+            )
+        elif not behind and self._overloaded:
+            _LOGGER.info("The analyzer keeps up with every camera again")
+        self._overloaded = bool(behind)
 
     def reject(
         self,

@@ -73,6 +73,16 @@ class ModelInfo:
             return None
         return (width, height)
 
+    @property
+    def batch_size(self) -> int | None:
+        """The first input's batch dimension when the graph fixes it (1 for most SCRFD
+        exports), None when it is symbolic or -1: the model then takes several images at
+        once."""
+        shape = self.inputs[0].shape if self.inputs else None
+        if not shape:
+            return 1  # rank unknown: assume one image at a time
+        return shape[0]
+
 
 @dataclass(frozen=True, slots=True)
 class _Node:
