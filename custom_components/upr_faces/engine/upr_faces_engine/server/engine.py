@@ -161,8 +161,20 @@ class _Download:
 class Engine:
     """See the module docstring. Create it, ``await start()``, ``await stop()``."""
 
-    def __init__(self, data: Path, *, version: str, media: Sequence[Path] | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        *,
+        version: str,
+        media: Sequence[Path] | None = None,
+        ray_address: str | None = None,
+        ray_options: dict[str, Any] | None = None,
+    ) -> None:
         self.data = data
+        # frames analysed on a Ray Serve cluster (ray_serve.RayAnalyzer) when an address is
+        # given; ray_options are fields of ray_serve.RayServeOptions
+        self.ray_address = ray_address
+        self.ray_options = dict(ray_options or {})
         self.media: tuple[Path, ...] = tuple(media) if media is not None else default_media(data)
         self.version = version
         self.store = Store(data)
@@ -254,6 +266,8 @@ class Engine:
             await self._session.close()
         if self._cache is not None:
             await asyncio.to_thread(self._cache.close)
+        if self.analyzer is not None and hasattr(self.analyzer, "close"):
+            await asyncio.to_thread(self.analyzer.close)  # a Ray bridge process ends
         self.store.close()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -422,6 +436,8 @@ class Engine:
 
     async def _load_models(self, config: EngineConfig) -> bool:
         """Find the pack and build the analyzer; False (and a problem) when it cannot."""
+        if self.analyzer is not None and hasattr(self.analyzer, "close"):
+            await asyncio.to_thread(self.analyzer.close)  # the previous one's Ray bridge
         models = config.models
         target: str | Path = (
             Path(models.folder or "") if models.pack == CUSTOM_PACK else models.pack
@@ -451,6 +467,14 @@ class Engine:
         self.analyzer = await asyncio.to_thread(
             lambda: Analyzer(pack, det_size=det_size, providers=providers, square=False)
         )
+        if self.ray_address:
+            from ..ray_serve import RayAnalyzer, RayServeOptions  # Ray itself stays unimported
+
+            remote = RayAnalyzer(
+                self.analyzer, self.ray_address, RayServeOptions(**self.ray_options)
+            )
+            remote.start()  # frames are analysed in-process until the cluster answers
+            self.analyzer = remote
         self.pack = pack
         self._problem("models", None)
         return True
@@ -1385,6 +1409,8 @@ class Engine:
             "version": self.version,
             "api_version": API_VERSION,
             "providers": list(self.analyzer.providers) if self.analyzer else [],
+            "analysis_backend": getattr(self.analyzer, "backend", "local"),
+            "pipeline": asdict(self.pipeline.stats()) if self.pipeline else None,
             "threads": self.analyzer.threads if self.analyzer else None,
             "models": {
                 "pack": self.config.models.pack if self.config else None,

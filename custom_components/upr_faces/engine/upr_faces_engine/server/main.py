@@ -2,6 +2,7 @@
 
     upr-faces serve --data DIR [--host 127.0.0.1] [--port 8765] [--token-file FILE]
                     [--certfile CERT --keyfile KEY] [--media DIR]...
+                    [--ray ADDRESS [--ray-replicas N] [--ray-cpus X] [--ray-gpus X]]
 
 ``DIR`` holds the persisted configuration, the event log, the outbox, caches, model packs
 and alert images (the directory is 0700, files 0600). Camera sources naming a recorded clip
@@ -10,6 +11,11 @@ and alert images (the directory is 0700, files 0600). Camera sources naming a re
 missing, and never printed or logged. Once the API answers the process prints
 ``listening on http://HOST:PORT`` (``https`` with a certificate); SIGTERM or SIGINT stops
 it cleanly.
+
+With ``--ray ADDRESS`` (a Ray cluster's GCS, ``host:port``; needs the ``ray`` extra) the
+frames are analysed by a Ray Serve application on that cluster, deployed there with the
+``--ray-*`` options unless it is there already (``upr_faces_engine.ray_serve``); while the
+cluster cannot be reached they are analysed in-process.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from .. import __version__
+from ..ray_serve import add_options as add_ray_options
+from ..ray_serve import options_from as ray_options_from
 from .app import create_app
 from .engine import Engine
 
@@ -69,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a folder recorded clips (file://) may be read from; repeat for more "
         "(default: /media, /share and DIR/media)",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="analyse frames on the Ray Serve cluster at ADDRESS (host:port of its GCS)",
+    )
+    add_ray_options(parser, prefix="ray-")
 
 
 type Listening = Callable[[str, int, str], Awaitable[None]]
@@ -90,7 +106,10 @@ def run(args: argparse.Namespace, *, on_listening: Listening | None = None) -> i
         context.load_cert_chain(args.certfile, args.keyfile)
     try:
         media = [path.resolve() for path in args.media] if args.media else None
-        asyncio.run(_serve(data, token, args.host, args.port, context, on_listening, media))
+        ray: dict[str, Any] = {}
+        if getattr(args, "ray", None):
+            ray = {"ray_address": args.ray, "ray_options": asdict(ray_options_from(args))}
+        asyncio.run(_serve(data, token, args.host, args.port, context, on_listening, media, **ray))
     except OSError as err:
         print(f"upr-faces serve: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
@@ -105,12 +124,16 @@ async def _serve(
     context: ssl.SSLContext | None,
     on_listening: Listening | None,
     media: list[Path] | None,
+    ray_address: str | None = None,
+    ray_options: dict[str, Any] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    engine = Engine(data, version=__version__, media=media)
+    engine = Engine(
+        data, version=__version__, media=media, ray_address=ray_address, ray_options=ray_options
+    )
     await engine.start()
     app = create_app(engine, token)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
