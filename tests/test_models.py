@@ -27,6 +27,7 @@ from upr_faces_engine.errors import ModelPackError
 from upr_faces_engine.models import (
     OFFICIAL_PACKS,
     ModelPack,
+    ModelPackChecksumError,
     ModelPackDownloadError,
     ModelPackMissingError,
     async_fetch_pack,
@@ -119,8 +120,10 @@ def test_find_shared_pack(test_pack: Path) -> None:
 def test_find_pack_by_graph_not_name(
     test_pack: Path, tmp_path: Path, extra_models: dict[str, bytes]
 ) -> None:
-    """Swapped names, an odd name, and the other models of buffalo_l are all sorted out."""
-    folder = _copy(test_pack, tmp_path / "buffalo_l", det="w600k_r50.onnx", rec="det_10g.onnx")
+    """Swapped names, an odd name, and buffalo_l's other models are all sorted out (in a
+    folder of one's own: in an official pack's folder, official names must hold the
+    official files, see test_official_files_are_pinned)."""
+    folder = _copy(test_pack, tmp_path / "my_pack", det="w600k_r50.onnx", rec="det_10g.onnx")
     (folder / "genderage.onnx").write_bytes(extra_models["genderage"])
     (folder / "2d106det.onnx").write_bytes(extra_models["landmark"])
     (folder / "Old SCRFD (copy).ONNX").write_bytes(extra_models["detector6"])
@@ -152,7 +155,7 @@ def test_embedding_size_read_not_assumed(tmp_path: Path, extra_models: dict[str,
 def test_several_recognizers_official_name_first(
     test_pack: Path, tmp_path: Path, extra_models: dict[str, bytes]
 ) -> None:
-    official = _copy(test_pack, tmp_path / "buffalo_l", det="det_10g.onnx", rec="w600k_r50.onnx")
+    official = _copy(test_pack, tmp_path / "mine", det="det_10g.onnx", rec="w600k_r50.onnx")
     (official / "a_recognizer.onnx").write_bytes(extra_models["recognizer256"])
     assert find_pack(official).recognizer.name == "w600k_r50.onnx"
     other = _copy(test_pack, tmp_path / "other", det="d.onnx", rec="b_recognizer.onnx")
@@ -311,13 +314,34 @@ def test_ensure_pack_says_what_to_put_where(tmp_path: Path) -> None:
 
 
 def test_unreadable_model_is_reported(test_pack: Path, tmp_path: Path) -> None:
-    folder = _copy(test_pack, tmp_path / "buffalo_sc", det=DET, rec="w600k_mbf.onnx")
+    folder = _copy(test_pack, tmp_path / "mine", det=DET, rec="w600k_mbf.onnx")
     (folder / "broken.onnx").write_bytes(b"this is not a model" * 10)
     assert find_pack(folder).recognizer.name == "w600k_mbf.onnx"
     report = verify_pack(folder)
     assert not report.ok
     assert report.problems == ("broken.onnx: not a readable ONNX model",)
     assert [m.kind for m in report.models] == ["unreadable", "detector", "recognizer"]
+
+
+def test_official_files_are_pinned(test_pack: Path, tmp_path: Path) -> None:
+    """An official pack's files are checked against their published sha256 before use:
+    the shared detector is InsightFace's det_500m.onnx byte for byte (so the pin is the
+    real one); a stand-in under the official recognizer's name is refused, saying which
+    file and what to do; under another name it is a model of one's own and is used."""
+    pins = OFFICIAL_PACKS["buffalo_sc"].pinned
+    assert pins[DET] == hashlib.sha256((test_pack / DET).read_bytes()).hexdigest()
+    assert set(pins) == {"det_500m.onnx", "w600k_mbf.onnx"}
+    assert set(OFFICIAL_PACKS["buffalo_m"].pinned) == {"w600k_r50.onnx"}  # none published
+    folder = _copy(test_pack, tmp_path / "buffalo_sc", det=DET, rec="w600k_mbf.onnx")
+    with pytest.raises(ModelPackChecksumError) as caught:
+        ensure_pack("buffalo_sc", tmp_path)
+    assert caught.value.file == "w600k_mbf.onnx"
+    message = str(caught.value)
+    assert pins["w600k_mbf.onnx"] in message
+    assert hashlib.sha256((folder / "w600k_mbf.onnx").read_bytes()).hexdigest() in message
+    assert OFFICIAL_PACKS["buffalo_sc"].url in message
+    (folder / "w600k_mbf.onnx").rename(folder / REC)
+    assert ensure_pack("buffalo_sc", tmp_path).recognizer.name == REC
 
 
 # --------------------------------------------------------------------------------------
@@ -519,6 +543,19 @@ def test_fetch_sha256_mismatch(tmp_path: Path, server: ServerState, zips: dict[s
     with pytest.raises(ModelPackDownloadError, match="sha256 .* does not match 0000"):
         fetch_pack(server.url("/buffalo_sc.zip"), tmp_path, sha256="0000")
     _assert_clean(tmp_path)
+
+
+def test_fetched_official_file_with_another_content_is_not_installed(
+    test_pack: Path, tmp_path: Path, server: ServerState
+) -> None:
+    """An official pack's zip whose recognizer is not the published file: refused before
+    it is installed, the archive deleted, nothing left to be used."""
+    det, rec = (test_pack / DET).read_bytes(), (test_pack / REC).read_bytes()
+    server.routes["/buffalo_sc.zip"] = Route(_zip({DET: det, "w600k_mbf.onnx": rec}))
+    with pytest.raises(ModelPackDownloadError, match=r"w600k_mbf\.onnx is not the official"):
+        fetch_pack(server.url("/buffalo_sc.zip"), tmp_path)
+    _assert_clean(tmp_path)
+    assert not (tmp_path / "buffalo_sc").exists()
 
 
 def _resumed_at(header: str | None) -> int:

@@ -83,7 +83,9 @@ from .conftest import INSTALLED_PACK
 
 INTEGRATION = Path(__file__).resolve().parents[2] / "custom_components" / DOMAIN
 OTHER_ENGINE = "http://127.0.0.1:1"  # where another entry's engine would be
-DOWNLOADED_PACK = "buffalo_sc"  # official names in the zip: det_500m.onnx, w600k_mbf.onnx
+# the zip holds the real det_500m.onnx and the 128-d stand-in recognizer under its own name
+# (under w600k_mbf.onnx its sha256 would not be the official one: refused)
+DOWNLOADED_PACK = "buffalo_sc"
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -223,7 +225,7 @@ class PackMirror:
 @pytest.fixture(scope="session")
 def pack_zip(test_pack: Path) -> bytes:
     """The shared test pack zipped like an official buffalo_sc."""
-    names = {"det_500m.onnx": "det_500m.onnx", "mobilefacenet_128d.onnx": "w600k_mbf.onnx"}
+    names = {"det_500m.onnx": "det_500m.onnx", "mobilefacenet_128d.onnx": "mobilefacenet_128d.onnx"}
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for source, name in names.items():
@@ -700,7 +702,10 @@ async def test_model_download_with_progress(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_MODEL_PACK] == DOWNLOADED_PACK
     installed = models_dir / DOWNLOADED_PACK
-    assert sorted(p.name for p in installed.iterdir()) == ["det_500m.onnx", "w600k_mbf.onnx"]
+    assert sorted(p.name for p in installed.iterdir()) == [
+        "det_500m.onnx",
+        "mobilefacenet_128d.onnx",
+    ]
     assert mirror.requests == 1
 
 
@@ -735,7 +740,7 @@ async def test_model_download_failed_then_files_placed_by_hand(
 
     folder.mkdir(parents=True)
     os.symlink(test_pack / "det_500m.onnx", folder / "det_500m.onnx")
-    os.symlink(test_pack / "mobilefacenet_128d.onnx", folder / "w600k_mbf.onnx")
+    os.symlink(test_pack / "mobilefacenet_128d.onnx", folder / "mobilefacenet_128d.onnx")
     result = await hass.config_entries.flow.async_configure(flow_id, {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["data"][CONF_MODEL_PACK] == DOWNLOADED_PACK
@@ -766,7 +771,7 @@ async def test_model_download_failed_then_retried(
     await hass.async_block_till_done()
     result = await hass.config_entries.flow.async_configure(flow_id)
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert (models_dir / DOWNLOADED_PACK / "w600k_mbf.onnx").is_file()
+    assert (models_dir / DOWNLOADED_PACK / "mobilefacenet_128d.onnx").is_file()
     assert mirror.requests == 2
 
 

@@ -13,7 +13,15 @@ from typing import Final
 
 from ..errors import ModelPackError
 from .graph import sha256_of
-from .packs import ModelPack, ModelPackDownloadError, ModelPackMissingError, find_pack
+from .packs import (
+    OFFICIAL_PACKS,
+    ModelPack,
+    ModelPackChecksumError,
+    ModelPackDownloadError,
+    ModelPackMissingError,
+    find_pack,
+    verify_pinned,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,6 +107,12 @@ def install(name: str, url: str, dest_dir: Path, part: Path, sha256: str | None)
                 raise _archive_error(
                     name, url, "not a usable model pack: " + "; ".join(err.problems)
                 ) from err
+            official = OFFICIAL_PACKS.get(name)
+            if official is not None:  # checked before it is installed: a bad one never is
+                try:
+                    verify_pinned(unpacked, official)
+                except ModelPackChecksumError as err:
+                    raise _archive_error(name, url, str(err)) from err
             try:
                 os.rename(unpacked.folder, final)
             except OSError as err:

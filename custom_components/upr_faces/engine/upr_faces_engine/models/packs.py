@@ -101,6 +101,17 @@ class ModelPackMissingError(ModelPackError):
         self.problems = problems
 
 
+class ModelPackChecksumError(ModelPackError):
+    """A file of an official pack is not the published one (its sha256 differs): damaged,
+    truncated or replaced. Its pack is not used."""
+
+    def __init__(self, message: str, *, folder: Path, file: str, url: str) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.file = file
+        self.url = url
+
+
 class ModelPackDownloadError(ModelPackError):
     """A pack could not be downloaded, or its archive is corrupt or not a pack.
 
@@ -119,6 +130,21 @@ class ModelPackDownloadError(ModelPackError):
 # --------------------------------------------------------------------------------------
 
 _EXTRAS: Final = ("1k3d68.onnx", "2d106det.onnx", "genderage.onnx")
+
+PINNED_SHA256: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        # the files of InsightFace's v0.7 release zips, as independent public projects
+        # pin them (det_500m.onnx is also the shared test pack's detector, byte for byte)
+        "det_10g.onnx": "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
+        "w600k_r50.onnx": "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
+        "det_500m.onnx": "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a",
+        "w600k_mbf.onnx": "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+        # det_2.5g.onnx (buffalo_m's detector): no published hash found; checked by its
+        # graph only
+    }
+)
+"""sha256 of the official packs' files this project uses: an official pack whose file
+has another content is refused before use (:class:`ModelPackChecksumError`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +170,11 @@ class OfficialPack:
     def required(self) -> tuple[str, str]:
         """The two files this project uses."""
         return (self.detector, self.recognizer)
+
+    @property
+    def pinned(self) -> dict[str, str]:
+        """The sha256 of the files this project uses, where one is published."""
+        return {name: PINNED_SHA256[name] for name in self.required if name in PINNED_SHA256}
 
 
 OFFICIAL_PACKS: Final[Mapping[str, OfficialPack]] = MappingProxyType(
@@ -375,7 +406,30 @@ def _choose(scan: _Scan) -> ModelPack:
             len(detectors),
             len(recognizers),
         )
-    return ModelPack(folder, detector.path, recognizer.path)
+    pack = ModelPack(folder, detector.path, recognizer.path)
+    if official is not None:
+        verify_pinned(pack, official)
+    return pack
+
+
+def verify_pinned(pack: ModelPack, official: OfficialPack) -> None:
+    """Raise ModelPackChecksumError when a file of the official pack that this project
+    uses, and whose sha256 is published, has another content (read once per file
+    version: cached by size, mtime and inode)."""
+    for path in (pack.detector, pack.recognizer):
+        expected = official.pinned.get(path.name)
+        if expected is None:
+            continue
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ModelPackChecksumError(
+                f"model pack {pack.folder}: {path.name} is not the official file (sha256 "
+                f"{actual}, expected {expected}); it is not used: delete it and download "
+                f"{official.url} again",
+                folder=pack.folder,
+                file=path.name,
+                url=official.url,
+            )
 
 
 def find_pack(folder: Path) -> ModelPack:
