@@ -399,30 +399,9 @@ def dashboard(camera_entity: str, sensors: list[str]) -> dict[str, Any]:
 def build_demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
     """A gallery (all photos but the first of each person) and a clip of the first ones."""
     sys.path.insert(0, str(ROOT))
-    from upr_faces_dev.clips import build_clip
+    from upr_faces_dev.clips import demo_media
 
-    gallery = work / "gallery"
-    firsts: dict[str, Path] = {}
-    for photo in sorted(faces.glob("deepface_*")):
-        identity = "_".join(photo.name.split("_")[:2])
-        if identity not in firsts:
-            firsts[identity] = photo
-            continue
-        (gallery / identity).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, gallery / identity)
-    for identity in firsts:
-        (gallery / identity / "person.json").write_text(
-            json.dumps(
-                {
-                    "reference": f"UPR-2026-{identity[-1]}",
-                    "display_name": f"Personne {identity[-1]}",
-                }
-            ),
-            encoding="utf-8",
-        )
-    clip = work / "camera.mp4"
-    build_clip(clip, list(firsts.values()), seconds_per_photo=3.0, gap=2.0)
-    return gallery, clip
+    return demo_media(faces, work)
 
 
 async def wait_for_entities(

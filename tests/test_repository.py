@@ -206,6 +206,8 @@ def test_flow_errors_and_aborts_exist() -> None:
     translated_aborts = set(STRINGS["config"]["abort"]) | set(
         STRINGS["config_subentries"]["camera"]["abort"]
     )
+    for issue in STRINGS["issues"].values():  # the repair issues' fix flows
+        translated_aborts |= set(issue.get("fix_flow", {}).get("abort", {}))
     assert errors
     assert errors - translated_errors - set(STRINGS["options"].get("error", {})) == set()
     assert aborts - translated_aborts == set()

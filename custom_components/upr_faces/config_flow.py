@@ -76,6 +76,7 @@ from .const import (
     CONF_ENGINE_VERIFY_SSL,
     CONF_GALLERY_DIR,
     CONF_GALLERY_SOURCE,
+    CONF_IDLE_DECODE,
     CONF_MATCH_THRESHOLD,
     CONF_MODEL_DIR,
     CONF_MODEL_PACK,
@@ -94,6 +95,7 @@ from .const import (
     ENGINE_API_VERSION,
     ENGINE_EMBEDDED,
     ENGINE_REMOTE,
+    IDLE_DECODE_MODES,
     MODEL_PACK_CUSTOM,
     OFFICIAL_PACKS,
     SOURCE_FOLDER,
@@ -359,6 +361,13 @@ _OPTIONS_SCHEMA: Final = vol.Schema(
 _CAMERA_OVERRIDES: Final[dict[vol.Marker, Any]] = {
     vol.Optional(CONF_MATCH_THRESHOLD): _MATCH_SELECTOR,
     vol.Optional(CONF_PROBABLE_THRESHOLD): _PROBABLE_SELECTOR,
+    vol.Optional(CONF_IDLE_DECODE): SelectSelector(
+        SelectSelectorConfig(
+            options=list(IDLE_DECODE_MODES),
+            mode=SelectSelectorMode.DROPDOWN,
+            translation_key=CONF_IDLE_DECODE,
+        )
+    ),
 }
 
 _IP_CAMERA_SCHEMA: Final = vol.Schema(
@@ -1370,6 +1379,8 @@ class CameraSubentryFlow(ConfigSubentryFlow):
         for key in (CONF_MATCH_THRESHOLD, CONF_PROBABLE_THRESHOLD):
             if user_input.get(key) is not None:
                 data[key] = float(user_input[key])
+        if user_input.get(CONF_IDLE_DECODE) in IDLE_DECODE_MODES:
+            data[CONF_IDLE_DECODE] = str(user_input[CONF_IDLE_DECODE])
         return data
 
     def _source_taken(self, key: str, exclude: str | None) -> bool:

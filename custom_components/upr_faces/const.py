@@ -7,6 +7,7 @@ from typing import Final
 
 DOMAIN: Final = "upr_faces"
 EVENT_MATCH: Final = "upr_match"
+EVENT_SIGHTING: Final = "upr_sighting"
 EVENT_AUDIT: Final = "upr_faces_audit"
 
 SUBENTRY_CAMERA: Final = "camera"
@@ -43,6 +44,8 @@ DEFAULT_API_URL: Final = "http://localhost:8000/api"
 # entry.options
 CONF_MATCH_THRESHOLD: Final = "match_threshold"
 CONF_PROBABLE_THRESHOLD: Final = "probable_threshold"
+CONF_IDLE_DECODE: Final = "idle_decode"
+IDLE_DECODE_MODES: Final = ("keyframes", "reduced", "full")
 CONF_DETECTION_FPS: Final = "detection_fps"
 CONF_DET_SIZE: Final = "det_size"
 CONF_COOLDOWN: Final = "cooldown"
@@ -84,5 +87,6 @@ CAMERA_OFFLINE_REPAIR_AFTER: Final = timedelta(minutes=10)
 ENGINE_DOWN_REPAIR_AFTER: Final = timedelta(minutes=10)
 REGISTRY_DOWN_REPAIR_AFTER: Final = timedelta(hours=1)
 OUTBOX_STUCK_REPAIR_AFTER: Final = timedelta(hours=1)
+ANALYZER_OVERLOADED_REPAIR_AFTER: Final = timedelta(minutes=1)
 # how often the engine's counters (faces in view, stream states) are read
 STATS_INTERVAL: Final = timedelta(seconds=2)

@@ -44,6 +44,7 @@ from .client import (
     EngineError,
 )
 from .const import (
+    ANALYZER_OVERLOADED_REPAIR_AFTER,
     CAMERA_OFFLINE_REPAIR_AFTER,
     CONF_API_KEY,
     CONF_API_URL,
@@ -54,6 +55,7 @@ from .const import (
     CONF_ENGINE_URL,
     CONF_GALLERY_DIR,
     CONF_GALLERY_SOURCE,
+    CONF_IDLE_DECODE,
     CONF_LEGACY_IMPORT,
     CONF_MATCH_THRESHOLD,
     CONF_MODEL_DIR,
@@ -73,6 +75,8 @@ from .const import (
     ENGINE_REMOTE,
     EVENT_AUDIT,
     EVENT_MATCH,
+    EVENT_SIGHTING,
+    IDLE_DECODE_MODES,
     MODEL_PACK_CUSTOM,
     OUTBOX_STUCK_REPAIR_AFTER,
     REGISTRY_DOWN_REPAIR_AFTER,
@@ -89,6 +93,10 @@ type UprFacesConfigEntry = ConfigEntry[UprFacesCoordinator]
 
 SIGNAL_ALERT = f"{DOMAIN}_alert_{{}}"
 """Dispatched with an :class:`Alert` for every new alert and every verdict of an entry."""
+SIGNAL_SEEN = f"{DOMAIN}_seen_{{}}"
+"""Dispatched with (event type, :class:`Alert` as one camera saw it) when an incident opens
+(``match``, ``probable``), becomes a match (``match``) or is seen again (``sighting``):
+what the cameras' event entities fire."""
 SIGNAL_CAMERAS = f"{DOMAIN}_cameras_{{}}"
 """Dispatched with the ids of cameras added to an entry (their entities are added)."""
 
@@ -151,6 +159,8 @@ def engine_config(entry: ConfigEntry[Any]) -> dict[str, Any]:
         for key in (CONF_MATCH_THRESHOLD, CONF_PROBABLE_THRESHOLD):
             if sub.data.get(key) is not None and _finite(sub.data[key]):
                 camera[key] = float(sub.data[key])
+        if sub.data.get(CONF_IDLE_DECODE) in IDLE_DECODE_MODES:
+            camera["idle_decode"] = sub.data[CONF_IDLE_DECODE]
         cameras.append(camera)
     return {
         "gallery": gallery,
@@ -218,6 +228,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
         self._connected = False
         self._down_since: float | None = None
         self._offline_since: dict[str, float] = {}
+        self._overloaded_since: float | None = None
         self._stopping = False
         self._reconnecting = asyncio.Lock()
         self.data = HubData()
@@ -433,10 +444,12 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
         if event_id is None or event_id <= self._last_id:
             return
         if kind == "match":
-            self._on_alert(Alert.from_engine(data), new=True)
+            self._on_alert(Alert.from_engine(data), new=True, upgraded=bool(data.get("upgraded")))
+        elif kind == "sighting":
+            self._on_sighting(Alert.from_engine(data["incident"]), data["sighting"])
         elif kind == "alert_decided":
-            self._on_alert(Alert.from_engine(data), new=False)
-        elif kind in ("camera", "gallery_sync", "problem", "model_pack"):
+            self._on_decided(Alert.from_engine(data))
+        if kind in ("camera", "gallery_sync", "problem", "model_pack", "alert_decided"):
             self.config_entry.async_create_background_task(
                 self.hass, self._async_refresh_info(), f"{DOMAIN} info {self.config_entry.entry_id}"
             )
@@ -490,13 +503,15 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
     # ------------------------------------------------------------------ alerts
 
     @callback
-    def _on_alert(self, alert: Alert, *, new: bool) -> None:
+    def _on_alert(self, alert: Alert, *, new: bool, upgraded: bool = False) -> None:
+        """A new incident (``upr_match``), or one that became a match (``upr_match`` again,
+        ``upgraded``)."""
         self._remember(alert)
         entry_id = self.config_entry.entry_id
         if new:
-            self.hass.bus.async_fire(EVENT_MATCH, self.event_data(alert))
+            self.hass.bus.async_fire(EVENT_MATCH, {**self.event_data(alert), "upgraded": upgraded})
             self._fire_audit(
-                "alert",
+                "alert_upgraded" if upgraded else "alert",
                 None,
                 None,
                 match_id=alert.match_id,
@@ -505,10 +520,62 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 camera=alert.camera_name,
                 similarity=alert.similarity,
             )
-            pending = int(self.info.get("alerts_pending") or 0) + 1
-            self.info = {**self.info, "alerts_pending": pending}
+            if not upgraded:
+                pending = int(self.info.get("alerts_pending") or 0) + 1
+                self.info = {**self.info, "alerts_pending": pending}
+            async_dispatcher_send(self.hass, SIGNAL_SEEN.format(entry_id), alert.tier, alert)
         async_dispatcher_send(self.hass, SIGNAL_ALERT.format(entry_id), alert)
         self._publish()
+
+    @callback
+    def _on_sighting(self, incident: Alert, sighting: dict[str, Any]) -> None:
+        """An open incident seen again: ``upr_sighting``, the camera's entities, the card."""
+        from homeassistant.components.http.auth import async_sign_path
+
+        from .views import snapshot_path
+
+        entry_id = self.config_entry.entry_id
+        seen = incident.seen_on(sighting)
+        self._remember(seen)
+        face = (
+            async_sign_path(
+                self.hass,
+                snapshot_path(entry_id, incident.match_id, f"s{int(sighting['n'])}"),
+                SIGNED_URL_EXPIRY,
+            )
+            if sighting.get("has_face") and incident.state != "rejected"
+            else None
+        )
+        self.hass.bus.async_fire(
+            EVENT_SIGHTING,
+            {
+                **self.event_data(seen),
+                "state": incident.state,
+                "sighting": int(sighting["n"]),
+                "sighting_count": incident.sighting_count,
+                "incident_tier": incident.tier,
+                "snapshot_url": face,
+            },
+        )
+        async_dispatcher_send(self.hass, SIGNAL_SEEN.format(entry_id), "sighting", seen)
+        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(entry_id), incident)
+        self._publish()
+
+    @callback
+    def _on_decided(self, alert: Alert) -> None:
+        """A verdict (here or in another client), or an incident the registry closed."""
+        self._apply_decision(alert)
+        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(self.config_entry.entry_id), alert)
+        self._publish()
+
+    def _apply_decision(self, decided: Alert) -> None:
+        """Every camera's view of this incident takes its verdict."""
+        for key, held in list(self._latest.items()):
+            if held.match_id == decided.match_id:
+                self._latest[key] = held.decided_as(decided)
+        for tier_key, held in list(self._latest_tier.items()):
+            if held.match_id == decided.match_id:
+                self._latest_tier[tier_key] = held.decided_as(decided)
 
     def event_data(self, alert: Alert) -> dict[str, Any]:
         """The payload of a ``upr_match`` event, with short-lived signed image URLs."""
@@ -604,18 +671,10 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             **self.info,
             "alerts_pending": max(0, int(self.info.get("alerts_pending") or 0) - 1),
         }
-        self._remember_if_newer(alert)
+        self._apply_decision(alert)
         async_dispatcher_send(self.hass, SIGNAL_ALERT.format(self.config_entry.entry_id), alert)
         self._publish()
         return alert
-
-    def _remember_if_newer(self, alert: Alert) -> None:
-        latest = self._latest.get(alert.camera_id)
-        if latest is None or latest.match_id == alert.match_id:
-            self._latest[alert.camera_id] = alert
-        tier = self._latest_tier.get((alert.camera_id, alert.tier))
-        if tier is None or tier.match_id == alert.match_id:
-            self._latest_tier[(alert.camera_id, alert.tier)] = alert
 
     def _failure(self, err: Exception) -> HomeAssistantError:
         return HomeAssistantError(
@@ -771,6 +830,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                     self._latest_tier.get((camera_id, "probable")), now, fresh
                 ),
                 analysis_error=_analysis_error(engine.get("stats")),
+                advice=engine.get("advice"),
             )
         gallery = info.get("gallery") or {}
         outbox = info.get("outbox") or {}
@@ -787,19 +847,76 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             outbox_stuck_since=_time(outbox.get("stuck_since")),
             last_detection=_to_minute(_time(info.get("last_detection"))),
             registry_reachable=None if not registry else registry_problem != "registry_unreachable",
+            advice=info.get("advice"),
         )
 
     def _issue(
-        self, issue_id: str, key: str, placeholders: dict[str, str], error: bool = False
+        self,
+        issue_id: str,
+        key: str,
+        placeholders: dict[str, str],
+        error: bool = False,
+        fix: dict[str, str | int | float | None] | None = None,
     ) -> None:
         ir.async_create_issue(
             self.hass,
             DOMAIN,
             issue_id,
-            is_fixable=False,
+            is_fixable=fix is not None,
+            data=fix,
             severity=ir.IssueSeverity.ERROR if error else ir.IssueSeverity.WARNING,
             translation_key=key,
             translation_placeholders=placeholders,
+        )
+
+    def _check_overload(self, now: float) -> None:
+        """A repair issue while the engine's analyzer has not kept up with its cameras for
+        a minute (cameras drop samples): never silently."""
+        issue_id = f"analyzer_overloaded_{self.config_entry.entry_id}"
+        pipeline = self.info.get("pipeline") or {}
+        if not pipeline.get("overloaded"):
+            self._overloaded_since = None
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            return
+        since = self._overloaded_since = self._overloaded_since or now
+        if now - since >= ANALYZER_OVERLOADED_REPAIR_AFTER.total_seconds():
+            self._issue(
+                issue_id,
+                "analyzer_overloaded",
+                {
+                    "behind": str(pipeline.get("cameras_behind", "?")),
+                    "cameras": str(pipeline.get("cameras", "?")),
+                    "workers": str(pipeline.get("workers", "?")),
+                },
+            )
+
+    def _check_advice(self, camera_id: str, camera: CameraData) -> None:
+        """A repair issue, with a fix, while the verdicts advise a match threshold far
+        from the camera's; never applied by itself."""
+        issue_id = f"threshold_advice_{camera_id}"
+        advice = camera.advice or {}
+        advised = advice.get("advised")
+        if not advice.get("differs") or advised is None:
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+            return
+        share = advice.get("false_share")
+        self._issue(
+            issue_id,
+            "threshold_advice",
+            {
+                "camera": camera.name,
+                "threshold": f"{float(advice['threshold']):.2f}",
+                "advised": f"{float(advised):.2f}",
+                "decisions": str(advice.get("decisions")),
+                "rejected": str(advice.get("rejected")),
+                "false_share": "-" if share is None else f"{float(share) * 100:.0f}",
+                "target": f"{float(advice.get('target') or 0) * 100:.0f}",
+            },
+            fix={
+                "entry_id": self.config_entry.entry_id,
+                "camera_id": camera_id,
+                "advised": float(advised),
+            },
         )
 
     def _check_repairs(self) -> None:
@@ -849,6 +966,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 )
             else:
                 ir.async_delete_issue(self.hass, DOMAIN, analysis_issue)
+            self._check_advice(camera_id, camera)
         problems = {p.get("key"): p for p in self.info.get("problems", [])}
         for key, (prefix, codes) in _PROBLEM_ISSUES.items():
             problem = problems.get(key)
@@ -862,6 +980,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 )
             else:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+        self._check_overload(now)
         stuck_issue = f"outbox_stuck_{entry_id}"
         stuck_since = data.outbox_stuck_since
         if (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,11 @@ class Alert:
     decided_at: str | None = None
     comment: str | None = None
     has_images: bool = False
+    sighting_count: int = 1
+    last_seen: str | None = None
+    cameras: tuple[str, ...] = ()
+    path: tuple[dict[str, Any], ...] = ()
+    closed_reason: str | None = None
 
     @classmethod
     def from_engine(cls, data: dict[str, Any]) -> Alert:
@@ -48,6 +53,35 @@ class Alert:
             decided_at=data.get("decided_at"),
             comment=data.get("comment"),
             has_images=bool(data.get("has_images")),
+            sighting_count=int(data.get("sighting_count") or 1),
+            last_seen=data.get("last_seen") or data.get("detected_at"),
+            cameras=tuple(str(c) for c in data.get("cameras") or (data.get("camera_name", ""),)),
+            path=tuple(dict(run) for run in data.get("path") or () if isinstance(run, dict)),
+            closed_reason=data.get("closed_reason"),
+        )
+
+    def seen_on(self, sighting: dict[str, Any]) -> Alert:
+        """This incident as one camera saw it in ``sighting`` (what that camera's entities
+        show): its camera, time, tier and similarity."""
+        return replace(
+            self,
+            camera_id=str(sighting.get("camera_id", self.camera_id)),
+            camera_name=str(sighting.get("camera_name", self.camera_name)),
+            detected_at=str(sighting.get("at", self.detected_at)),
+            tier=str(sighting.get("tier", self.tier)),
+            similarity=float(sighting.get("similarity") or self.similarity),
+        )
+
+    def decided_as(self, decided: Alert) -> Alert:
+        """This view of an incident with the verdict of ``decided`` (the same incident)."""
+        return replace(
+            self,
+            state=decided.state,
+            decided_by=decided.decided_by,
+            decided_by_name=decided.decided_by_name,
+            decided_at=decided.decided_at,
+            comment=decided.comment,
+            closed_reason=decided.closed_reason,
         )
 
     @property
@@ -73,6 +107,11 @@ class Alert:
             "decided_at": self.decided_at,
             "comment": self.comment,
             "has_snapshot": self.has_images,
+            "sighting_count": self.sighting_count,
+            "last_seen": self.last_seen,
+            "cameras": list(self.cameras),
+            "path": [dict(run) for run in self.path],
+            "closed_reason": self.closed_reason,
         }
 
 
@@ -90,6 +129,7 @@ class CameraData:
     match_fresh: bool
     probable_fresh: bool
     analysis_error: str | None = None  # set while its frames cannot be analysed
+    advice: dict[str, Any] | None = None  # what the verdicts say of its match threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +145,7 @@ class HubData:
     outbox_stuck_since: datetime | None = None
     last_detection: datetime | None = None
     registry_reachable: bool | None = None
+    advice: dict[str, Any] | None = None  # what all the verdicts say of the match threshold
 
     @property
     def active_streams(self) -> int:

@@ -19,6 +19,8 @@ _MESSAGES = {
     "camera_started": "started watching {camera}",
     "camera_stopped": "stopped watching {camera}",
     "options_changed": "options changed",
+    "alert_upgraded": "alert on {camera} is now a match ({similarity})",
+    "thresholds_changed": "match threshold of {camera} set to {match_threshold} (advice)",
     "usb_scan": "USB scan: {found} camera(s)",
 }
 

@@ -1,4 +1,5 @@
-"""Sensors: faces in view and last match per camera; health and gallery on the hub."""
+"""Sensors: faces in view, last match and threshold advice per camera; health, gallery
+and the overall threshold advice on the hub."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class HubSensorDescription(SensorEntityDescription):
     """A hub sensor and how it reads the hub's data."""
 
     value_fn: Callable[[HubData], StateType]
+    attrs_fn: Callable[[HubData], dict[str, Any] | None] = lambda _data: None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +41,20 @@ class CameraSensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[CameraData], StateType | datetime]
     attrs_fn: Callable[[CameraData], dict[str, Any] | None] = lambda _cam: None
+
+
+def _advised(advice: dict[str, Any] | None) -> float | None:
+    value = (advice or {}).get("advised")
+    return None if value is None else float(value)
+
+
+def _advice_attrs(advice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the advice was reached: decisions counted, rejections, the setting and the false
+    share at it, the target and the minimum count (no person in it)."""
+    if not advice:
+        return None
+    keys = ("decisions", "rejected", "minimum", "threshold", "false_share", "target")
+    return {key: advice.get(key) for key in keys}
 
 
 def _last_match_attrs(cam: CameraData) -> dict[str, Any] | None:
@@ -121,6 +137,14 @@ HUB_SENSORS: tuple[HubSensorDescription, ...] = (
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda data: data.outbox_stuck_since,
     ),
+    HubSensorDescription(
+        key="threshold_advice",
+        translation_key="threshold_advice",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        suggested_display_precision=2,
+        value_fn=lambda data: _advised(data.advice),
+        attrs_fn=lambda data: _advice_attrs(data.advice),
+    ),
 )
 
 CAMERA_SENSORS: tuple[CameraSensorDescription, ...] = (
@@ -136,6 +160,14 @@ CAMERA_SENSORS: tuple[CameraSensorDescription, ...] = (
         device_class=SensorDeviceClass.TIMESTAMP,  # when; who is in unrecorded attributes
         value_fn=lambda cam: cam.last_match.detected if cam.last_match else None,
         attrs_fn=_last_match_attrs,
+    ),
+    CameraSensorDescription(
+        key="threshold_advice",
+        translation_key="threshold_advice",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        suggested_display_precision=2,
+        value_fn=lambda cam: _advised(cam.advice),
+        attrs_fn=lambda cam: _advice_attrs(cam.advice),
     ),
 )
 
@@ -168,6 +200,11 @@ class HubSensor(UprFacesHubEntity, SensorEntity):
     def native_value(self) -> StateType:
         """The value, from the coordinator's data."""
         return self.entity_description.value_fn(self.coordinator.data)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """How the value was reached, where the description says."""
+        return self.entity_description.attrs_fn(self.coordinator.data)
 
 
 class CameraSensor(UprFacesCameraEntity, SensorEntity):

@@ -31,6 +31,10 @@ async def system_health_info(hass: HomeAssistant) -> dict[str, Any]:
     return {
         "engine_reachable": all(c.connected for c in coordinators) if coordinators else "-",
         "engine_version": ", ".join(versions) or "-",
+        "analysis_backend": ", ".join(
+            sorted({str(c.info.get("analysis_backend") or "local") for c in coordinators})
+        )
+        or "-",
         "active_streams": sum(d.active_streams for d in data),
         "total_cameras": sum(len(d.cameras) for d in data),
         "last_detection": max(detections).isoformat() if detections else "-",

@@ -1,11 +1,13 @@
 """HTTP views: alert images and registry photos, behind Home Assistant's auth.
 
-The URLs put in ``upr_match`` events are signed with ``async_sign_path`` and expire after
-five minutes, so a notification can show them without a long-lived token.
+The URLs put in ``upr_match`` and ``upr_sighting`` events are signed with
+``async_sign_path`` and expire after five minutes, so a notification can show them
+without a long-lived token.
 """
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 from aiohttp import web
@@ -18,6 +20,7 @@ from .coordinator import UprFacesCoordinator
 
 SNAPSHOT_URL = "/api/upr_faces/{entry_id}/snapshot/{match_id}/{kind}"
 PHOTO_URL = "/api/upr_faces/{entry_id}/person/{person_id}/photo"
+_SIGHTING_KIND = re.compile(r"s[1-9][0-9]{0,3}")  # sighting n's face crop
 
 
 def snapshot_path(entry_id: str, match_id: str, kind: str) -> str:
@@ -51,7 +54,7 @@ class SnapshotView(HomeAssistantView):
     ) -> web.Response:
         """Serve the JPEG."""
         coordinator = _coordinator(request, entry_id)
-        if kind not in ("face", "frame"):
+        if kind not in ("face", "frame") and not _SIGHTING_KIND.fullmatch(kind):
             raise web.HTTPNotFound
         try:
             data = await coordinator.client.alert_image(match_id, kind)

@@ -334,6 +334,44 @@ def test_card_with_a_scripted_backend(browser: Any, artifacts: Path) -> None:
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_card_shows_an_incident_whole(browser: Any) -> None:
+    """An incident is one item: its sightings, the path across cameras; the same item
+    updated in place when seen again; a camera filter finds it on any camera it passed;
+    closed by the registry, it says so (in French too)."""
+    page = _card_page(browser, "fr-FR")
+    page.evaluate(
+        "fake.mount({type: 'custom:upr-alerts-card', cameras: ['Hall'], show_decided: true}, 'fr')"
+    )
+    card = page.locator("upr-alerts-card")
+    page.evaluate("fake.push({type: 'snapshot', alerts: []})")
+    page.evaluate(
+        """fake.push({type: 'alert', alert: fake.alert('I1', {
+            sighting_count: 1, cameras: ['Door'], last_seen: new Date().toISOString(),
+            path: [{camera_id: 'door', camera_name: 'Door', sightings: 1}]})})"""
+    )
+    expect(card.locator("li.alert")).to_have_count(0)  # not seen on the Hall camera yet
+    page.evaluate(
+        """fake.push({type: 'alert', alert: {...fake.alerts.I1, sighting_count: 3,
+            cameras: ['Door', 'Hall'], last_seen: new Date(Date.now() - 60000).toISOString(),
+            path: [{camera_id: 'door', camera_name: 'Door', sightings: 1},
+                   {camera_id: 'hall', camera_name: 'Hall', sightings: 1},
+                   {camera_id: 'door', camera_name: 'Door', sightings: 1}]}})"""
+    )
+    item = card.locator("li.alert[data-match-id='I1']")
+    expect(card.locator("li.alert")).to_have_count(1)
+    expect(item.locator(".sightings")).to_have_text("Vue 3 fois, dernière fois il y a 1 minute")
+    expect(item.locator(".path")).to_have_text("Parcours : Door → Hall → Door")
+    page.evaluate(
+        """fake.push({type: 'alert', alert: {...fake.alerts.I1, sighting_count: 3,
+            cameras: ['Door', 'Hall'], state: 'closed', closed_reason: 'person_closed',
+            decided_at: new Date().toISOString()}})"""
+    )
+    expect(item.locator(".state")).to_have_text("Close : personne plus recherchée")
+    expect(item.locator(".decided")).to_contain_text("Close par le fichier UPR")
+    expect(item.locator(".actions")).to_be_hidden()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_card_options_and_failures(browser: Any) -> None:
     page = _card_page(browser)
     # options: title, tiers, cameras, show_decided
@@ -788,16 +826,18 @@ def test_operator_confirms_an_alert(owner_page: Any, upr_stack: Stack, artifacts
             f"file://{gate_clip}",
         )
     )
-    gate = card.locator("li.alert", has=page.locator(".camera", has_text="Gate")).first
+    # the same persons seen there join their incidents: the item shows the path
+    gate = card.locator("li.alert", has=page.locator(".path", has_text="Gate")).first
     expect(gate).to_be_visible(timeout=LONG)
+    expect(gate.locator(".sightings")).to_contain_text("Seen")
     assert page.evaluate("window.__same_page === true")
     _images_loaded(gate)
 
-    # filter by camera, then by tier
+    # filter by camera (any camera an incident passed), then by tier
     camera = card.get_by_label("Camera", exact=True)
     camera.select_option(label="Gate")
-    for text in card.locator("li.alert:visible .camera").all_inner_texts():
-        assert text == "Gate"
+    for text in card.locator("li.alert:visible .path").all_inner_texts():
+        assert "Gate" in text
     camera.select_option("")
     tier = gate.get_attribute("data-tier")
     card.get_by_label("Tier").select_option(tier)

@@ -197,7 +197,7 @@ class DevRegistry:
     def receive_alert(self, body: dict[str, Any]) -> int:
         """Record an alert; 201 when new, 200 when its id was already received."""
         status = 200 if body["id"] in self.alerts else 201
-        self.alerts.setdefault(body["id"], body)
+        self.alerts[body["id"]] = body  # the same id again: an update (upgrade)
         self.posts.append({"kind": "alert", "id": body["id"], "status": status})
         return status
 

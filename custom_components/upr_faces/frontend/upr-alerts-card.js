@@ -30,6 +30,9 @@ const URL_FRESH_MS = 60 * 1000;
 const RESUBSCRIBE_MIN_INTERVAL_MS = 30 * 1000;
 const CLOCK_TICK_MS = 30 * 1000;
 
+/** The states of an incident; `closed`: the registry no longer seeks the person. */
+const STATES = ["pending", "confirmed", "rejected", "closed"];
+
 const STRINGS = {
   en: {
     card_name: "UPR alerts",
@@ -57,7 +60,11 @@ const STRINGS = {
     state_pending: "Awaiting a verdict",
     state_confirmed: "Confirmed",
     state_rejected: "Rejected",
+    state_closed: "Closed: no longer sought",
     decided_confirmed: "Confirmed by {who}, {when}",
+    decided_closed: "Closed by the registry, {when}",
+    sightings: "Seen {count} times, last {when}",
+    path: "Path: {path}",
     decided_rejected: "Rejected by {who}, {when}",
     an_operator: "an operator",
     comment_text: "Comment: {text}",
@@ -113,7 +120,11 @@ const STRINGS = {
     state_pending: "En attente de décision",
     state_confirmed: "Confirmée",
     state_rejected: "Rejetée",
+    state_closed: "Close : personne plus recherchée",
     decided_confirmed: "Confirmée par {who}, {when}",
+    decided_closed: "Close par le fichier UPR, {when}",
+    sightings: "Vue {count} fois, dernière fois {when}",
+    path: "Parcours : {path}",
     decided_rejected: "Rejetée par {who}, {when}",
     an_operator: "un opérateur",
     comment_text: "Commentaire : {text}",
@@ -365,6 +376,7 @@ const CARD_STYLE = `
   .state-pending .state::before { background: var(--upr-probable-color, #8a4b00); }
   .state-confirmed .state::before { background: var(--upr-confirm-color, #1b6e20); }
   .state-rejected .state::before { background: var(--upr-text-2); }
+  .state-closed .state::before { background: var(--upr-text-2); }
   .actions { display: flex; flex-wrap: wrap; align-items: flex-end; gap: 8px; margin-top: 4px; }
   .actions .comment-field { display: flex; flex-direction: column; gap: 2px; font-size: 0.8125rem; color: var(--upr-text-2); flex: 1 1 180px; }
   .actions input { width: 100%; }
@@ -579,15 +591,22 @@ class UprAlertsCard extends HTMLElement {
 
   // --- filters ------------------------------------------------------------------------
 
-  _cameraKey(alert) {
-    return `${alert.entry_id || ""}/${alert.camera_id || alert.camera_name || ""}`;
+  /** Every camera an incident was seen on: [key, name] pairs (the first camera first). */
+  _cameraKeys(alert) {
+    const names = alert.cameras && alert.cameras.length ? alert.cameras : [alert.camera_name || alert.camera_id || ""];
+    return names.map((name) => [`${alert.entry_id || ""}/${name}`, name]);
   }
 
   _allowedByConfig(alert) {
     const config = this._config || {};
     if (config.tiers && !config.tiers.includes(alert.tier)) return false;
     if (config.cameras && config.cameras.length) {
-      const names = [alert.camera_entity_id, alert.camera_name, alert.camera_id];
+      const names = [
+        alert.camera_entity_id,
+        alert.camera_name,
+        alert.camera_id,
+        ...(alert.cameras || []),
+      ];
       if (!names.some((name) => name && config.cameras.includes(name))) return false;
     }
     return true;
@@ -596,7 +615,9 @@ class UprAlertsCard extends HTMLElement {
   _visible(alert) {
     if (!this._allowedByConfig(alert)) return false;
     if (this._tierFilter && alert.tier !== this._tierFilter) return false;
-    if (this._cameraFilter && this._cameraKey(alert) !== this._cameraFilter) return false;
+    if (this._cameraFilter && !this._cameraKeys(alert).some(([key]) => key === this._cameraFilter)) {
+      return false;
+    }
     if (!this._showDecided && alert.state !== "pending" && !this._decidedHere.has(alert.match_id)) {
       return false;
     }
@@ -691,7 +712,7 @@ class UprAlertsCard extends HTMLElement {
   }
 
   _stateLabel(state) {
-    return this._t(`state_${["pending", "confirmed", "rejected"].includes(state) ? state : "pending"}`);
+    return this._t(`state_${STATES.includes(state) ? state : "pending"}`);
   }
 
   // --- DOM ------------------------------------------------------------------------------
@@ -782,8 +803,9 @@ class UprAlertsCard extends HTMLElement {
     const cameras = new Map();
     for (const alert of this._sorted([...this._alerts.values()])) {
       if (!this._allowedByConfig(alert)) continue;
-      const key = this._cameraKey(alert);
-      if (!cameras.has(key)) cameras.set(key, alert.camera_name || alert.camera_id || key);
+      for (const [key, name] of this._cameraKeys(alert)) {
+        if (!cameras.has(key)) cameras.set(key, name || key);
+      }
     }
     if (this._cameraFilter && !cameras.has(this._cameraFilter)) this._cameraFilter = "";
     const options = [...cameras.entries()].sort((a, b) => a[1].localeCompare(b[1]));
@@ -915,6 +937,8 @@ class UprAlertsCard extends HTMLElement {
       document.createTextNode(")"),
     ]);
     parts.frameLine = h("p", { class: "where frame-line" }, [parts.frame]);
+    parts.sightings = h("p", { class: "where sightings" });
+    parts.path = h("p", { class: "where path" });
     parts.state = h("p", { class: "state", tabindex: "-1", id: `${safeId}-state` });
     parts.decided = h("p", { class: "decided" });
     parts.commentText = h("p", { class: "comment-text" });
@@ -961,6 +985,8 @@ class UprAlertsCard extends HTMLElement {
       h("div", { class: "top" }, [parts.badge, parts.similarity]),
       parts.title,
       parts.where,
+      parts.sightings,
+      parts.path,
       parts.frameLine,
       parts.state,
       parts.decided,
@@ -998,7 +1024,7 @@ class UprAlertsCard extends HTMLElement {
   _updateItem(item, alert) {
     const t = this._t;
     const { el, parts } = item;
-    const state = ["pending", "confirmed", "rejected"].includes(alert.state) ? alert.state : "pending";
+    const state = STATES.includes(alert.state) ? alert.state : "pending";
     el.className = el.className
       .split(" ")
       .filter((c) => c && !c.startsWith("tier-") && !c.startsWith("state-"))
@@ -1034,6 +1060,16 @@ class UprAlertsCard extends HTMLElement {
       parts.frameLine.hidden = true;
     }
     parts.state.textContent = this._stateLabel(state);
+    // an incident: every sighting of the person, on every camera, is one item
+    const count = Number(alert.sighting_count) || 1;
+    parts.sightings.hidden = count < 2;
+    parts.sightings.dataset.iso = alert.last_seen || "";
+    parts.sightings.textContent =
+      count < 2 ? "" : t("sightings", { count: this._number(count), when: this._relative(alert.last_seen) });
+    const runs = Array.isArray(alert.path) ? alert.path : [];
+    parts.path.hidden = runs.length < 2;
+    parts.path.textContent =
+      runs.length < 2 ? "" : t("path", { path: runs.map((run) => run.camera_name || run.camera_id).join(" → ") });
 
     if (state === "pending") {
       parts.decided.hidden = true;
@@ -1044,6 +1080,7 @@ class UprAlertsCard extends HTMLElement {
         ? `${this._relative(alert.decided_at)} (${this._absolute(alert.decided_at)})`
         : "";
       parts.decided.textContent = t(`decided_${state}`, { who, when }).replace(/, $/, "");
+      if (state === "closed") parts.decided.textContent = t("decided_closed", { when }).replace(/, $/, "");
       parts.decided.dataset.iso = alert.decided_at || "";
       parts.decided.hidden = false;
     }

@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -29,6 +30,7 @@ MAX_USER_TEXT: Final = 200
 MAX_AUDIT_DETAILS: Final = 4096
 MAX_COMMENT: Final = 2000
 REPLAY_BATCH: Final = 500
+_SIGHTING_KIND: Final = re.compile(r"s[1-9][0-9]{0,3}")  # a sighting's face crop
 ENGINE_KEY: Final = web.AppKey("engine", Engine)
 TOKEN_KEY: Final = web.AppKey("token", str)
 SOCKETS_KEY: Final = web.AppKey("sockets", set[web.WebSocketResponse])
@@ -211,7 +213,7 @@ class Api:
 
     async def alert_image(self, request: web.Request) -> web.Response:
         alert_id, kind = request.match_info["alert_id"], request.match_info["kind"]
-        if kind not in ("face", "frame"):
+        if kind not in ("face", "frame") and not _SIGHTING_KIND.fullmatch(kind):
             raise EngineError("not_found", "no such image", status=404)
         self.engine.alert(alert_id)  # 404 for an unknown alert
         path = self.engine.image_path(alert_id, kind)

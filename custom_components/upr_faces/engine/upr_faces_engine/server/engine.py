@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from typing import Any, Final, Literal
 
 import aiohttp
 
+from ..advice import Decision, advise, decisions
 from ..alerts import AlertTier, MatchEvent
 from ..analyzer import Analyzer, gpu_providers
 from ..errors import ImageError, ModelPackError, UprFacesError
@@ -44,6 +46,19 @@ from ..gallery import (
     load_folder,
     person_photos,
 )
+from ..incidents import (
+    INCIDENT_GAP_S,
+    OpenIncidents,
+    add_sighting,
+    embeddings_of,
+    is_open,
+    new_incident,
+    next_sighting_number,
+    sighting_image_kind,
+    tracks_of,
+    wants_face,
+)
+from ..incidents import public as public_alert
 from ..models import (
     OFFICIAL_PACKS,
     ModelPack,
@@ -221,9 +236,20 @@ class Engine:
         """Where alert images are kept (0600) for the retention period."""
         return self.data / "alerts"
 
+    _open: OpenIncidents
+    """Which incident a person's next sighting joins (see ``incidents.py``)."""
+    _incident_lock: asyncio.Lock
+    """Held while a sighting or a verdict changes an incident record."""
+    _decisions: tuple[list[Decision], dict[str, list[Decision]]] = ([], {})
+    """The operators' decisions, overall and by camera (``advice.py``), kept up to date."""
+
     async def start(self) -> None:
         """Open what is persisted and apply the last configuration pushed, if any."""
         self._loop = asyncio.get_running_loop()
+        self._incident_lock = asyncio.Lock()
+        self._open = OpenIncidents()
+        self._open.rebuild(await asyncio.to_thread(self.store.alerts, limit=1000), time.time())
+        await self._update_decisions()
         self._session = aiohttp.ClientSession()
         for folder in (self.models_folder, self.alerts_folder):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -391,6 +417,7 @@ class Engine:
                 if old is None or old.options != options:
                     self.pipeline.update_config(self._pipeline_config())
                 self.pipeline.set_gallery(self.gallery)
+            await self._close_incidents_of_found()
             await self._apply_cameras(config, old, result)
             self._audit("config_applied", changed=result["reloaded"] or None)
             return result
@@ -566,12 +593,13 @@ class Engine:
         # alerts given before a restart of the engine still hold their cooldown
         wall, mono = time.time(), time.monotonic()
         window = self.config.options.cooldown
-        for alert in self.store.alerts(limit=500, since=wall - window):
-            if alert["camera_id"] != camera_id:
-                continue
-            tier: AlertTier = "match" if alert["tier"] == "match" else "probable"
-            age = wall - float(alert["detected_at_ts"])
-            worker.cooldown.prime(camera_id, alert["person_id"], tier, mono - age)
+        for alert in self.store.alerts(limit=500, since=wall - window - INCIDENT_GAP_S):
+            for sighting in alert.get("sightings") or [alert]:
+                at = _timestamp(sighting.get("at") or sighting.get("detected_at"))
+                if sighting["camera_id"] != camera_id or at is None or wall - at > window:
+                    continue
+                tier: AlertTier = "match" if sighting["tier"] == "match" else "probable"
+                worker.cooldown.prime(camera_id, alert["person_id"], tier, mono - (wall - at))
 
     def _camera_state(
         self, camera_id: str, source: CameraSource, state: SourceState, reason: str | None
@@ -684,6 +712,7 @@ class Engine:
         self.last_sync = {"at": _iso(time.time()), "ok": True, **_counts(report)}
         if self.pipeline is not None:
             self.pipeline.set_gallery(gallery)
+        await self._close_incidents_of_found()
         self.emit("gallery_sync", {**self.last_sync, "persons": gallery.matchable_count})
         return self.last_sync
 
@@ -721,6 +750,7 @@ class Engine:
             self.gallery_state = "ok"
             if self.pipeline is not None:
                 self.pipeline.set_gallery(self.gallery)
+            await self._close_incidents_of_found()
             outcome = {"at": _iso(time.time()), "ok": True, **_counts(report.as_dict())}
             if self.outbox is not None:
                 self.outbox.wake()
@@ -826,13 +856,24 @@ class Engine:
         """Where an alert's face crop or frame is kept."""
         return self.alerts_folder / f"{alert_id}_{kind}.jpg"
 
-    def _write_images(self, event: MatchEvent) -> bool:
-        written = False
-        for kind, data in (("face", event.face_jpeg), ("frame", event.snapshot_jpeg)):
-            if data:
-                _private_write(self.image_path(event.match_id, kind), data)
-                written = True
-        return written
+    def _write_images(
+        self, event: MatchEvent, *, best: bool, sighting: int | None
+    ) -> tuple[bool, bool]:
+        """Write a sighting's images (blocking): its face crop as sighting ``n`` (when it
+        keeps one) and, when it is the incident's best, the incident's face and frame.
+        Whether each was written."""
+        best_written = face_written = False
+        if best:
+            for kind, data in (("face", event.face_jpeg), ("frame", event.snapshot_jpeg)):
+                if data:
+                    _private_write(self.image_path(event.match_id, kind), data)
+                    best_written = True
+        if sighting is not None and event.face_jpeg:
+            _private_write(
+                self.image_path(event.match_id, sighting_image_kind(sighting)), event.face_jpeg
+            )
+            face_written = True
+        return best_written, face_written
 
     def _storage(self, folder: Path, err: BaseException | None) -> None:
         """Raise (an error) or clear (None) the problem of a folder the engine cannot
@@ -851,64 +892,56 @@ class Engine:
         self._problem("storage", "storage_failed", folder=str(folder), error=error)
 
     async def _handle_match(self, event: MatchEvent) -> None:
-        person = self.gallery.persons.get(event.person_id) if self.gallery else None
-        camera = self.cameras.get(event.camera)
-        camera_name = camera.config.name if camera else event.camera
+        """A sighting: it joins the person's open incident or opens one (the alert)."""
+        async with self._incident_lock:  # one sighting at a time: no twin incidents
+            self._last_detection = max(self._last_detection or 0.0, event.detected_at)
+            incident_id = self._open.get(event.person_id)
+            record = self.store.alert(incident_id) if incident_id else None
+            if record is not None and is_open(record, event.detected_at, self._open.gap_s):
+                await self._join_incident(record, event)
+            else:
+                if incident_id is not None:
+                    self._open.discard(incident_id)
+                await self._open_incident(event)
+
+    async def _images(
+        self, incident_id: str, event: MatchEvent, *, best: bool, n: int
+    ) -> tuple[bool, bool]:
+        """Write a sighting's images under ``incident_id`` (see :meth:`_write_images`)."""
+        event = replace(event, match_id=incident_id)
         try:
-            has_images = await asyncio.to_thread(self._write_images, event)
+            written = await asyncio.to_thread(
+                self._write_images, event, best=best, sighting=n if wants_face(n) else None
+            )
         except OSError as err:  # a full or read-only disk: the alert still goes out
-            has_images = False
             self._storage(self.alerts_folder, err)
-        else:
-            if has_images:
-                self._storage(self.alerts_folder, None)
-        self._last_detection = max(self._last_detection or 0.0, event.detected_at)
-        alert = {
-            "id": event.match_id,
-            "tier": event.tier,
-            "person_id": event.person_id,
-            "reference": person.reference if person else event.person_id,
-            "display_name": person.display_name if person else None,
-            "similarity": round(event.similarity, 4),
-            "camera_id": event.camera,
-            "camera_name": camera_name,
-            "detected_at": _iso(event.detected_at),
-            "detected_at_ts": event.detected_at,
-            "latency_s": round(event.latency_s, 3),
-            "track_id": event.track_id,
-            "has_images": has_images,
-            "embedding": list(event.embedding) if event.embedding else None,
-            "state": "pending",
-            "decided_by": None,
-            "decided_by_name": None,
-            "decided_at": None,
-            "comment": None,
-        }
+            return False, False
+        if any(written):
+            self._storage(self.alerts_folder, None)
+        return written
+
+    def _camera_name(self, camera_id: str) -> str:
+        camera = self.cameras.get(camera_id)
+        return camera.config.name if camera else camera_id
+
+    async def _open_incident(self, event: MatchEvent) -> None:
+        person = self.gallery.persons.get(event.person_id) if self.gallery else None
+        camera_name = self._camera_name(event.camera)
+        has_images, has_face = await self._images(event.match_id, event, best=True, n=1)
+        alert = new_incident(
+            event,
+            camera_name=camera_name,
+            reference=person.reference if person else event.person_id,
+            display_name=person.display_name if person else None,
+            has_images=has_images,
+            has_face=has_face,
+        )
         try:
             self.store.put_alert(alert)
         except (sqlite3.Error, OSError) as err:
             self._storage(self.data, err)
-        if self.client is not None and self.outbox is not None:
-            payload = {
-                "id": event.match_id,
-                "person_id": event.person_id,
-                "camera": camera_name,
-                "tier": event.tier,
-                "similarity": event.similarity,
-                "detected_at": alert["detected_at"],
-                "snapshot_jpeg_b64": base64.b64encode(event.face_jpeg).decode()
-                if event.face_jpeg
-                else None,
-            }
-            try:
-                await self.outbox.async_enqueue_alert(payload)
-            except OSError as err:  # not kept on disk: sent now, once, without the outbox
-                self._storage(self.outbox.folder, err)
-                self._spawn(self._send_unqueued(payload), f"alert {event.match_id}")
-            except UprFacesError as err:
-                _LOGGER.error(
-                    "Alert %s could not be queued for the registry: %s", event.match_id, err
-                )
+        self._open.set(event.person_id, event.match_id)
+        await self._enqueue_alert(alert, event.face_jpeg)
         try:
             self._record_match(alert, camera_name)
         except (sqlite3.Error, OSError) as err:
@@ -917,8 +950,59 @@ class Engine:
             for queue in self._subscribers:  # still told live, though not kept
                 queue.put_nowait(event_now)
 
+    async def _enqueue_alert(self, alert: dict[str, Any], face_jpeg: bytes | None) -> None:
+        """Queue an incident for the registry (again on an upgrade: the same id, the new
+        tier and similarity)."""
+        if self.client is None or self.outbox is None:
+            return
+        payload = {
+            "id": alert["id"],
+            "person_id": alert["person_id"],
+            "camera": alert["camera_name"],
+            "tier": alert["tier"],
+            "similarity": alert["similarity"],
+            "detected_at": alert["detected_at"],
+            "snapshot_jpeg_b64": base64.b64encode(face_jpeg).decode() if face_jpeg else None,
+        }
+        try:
+            await self.outbox.async_enqueue_alert(payload)
+        except OSError as err:  # not kept on disk: sent now, once, without the outbox
+            self._storage(self.outbox.folder, err)
+            self._spawn(self._send_unqueued(payload), f"alert {alert['id']}")
+        except UprFacesError as err:
+            _LOGGER.error("Alert %s could not be queued for the registry: %s", alert["id"], err)
+
+    async def _join_incident(self, record: dict[str, Any], event: MatchEvent) -> None:
+        """Add a sighting to an open incident; ``match`` again when it became a match,
+        ``sighting`` otherwise. Called under the incident lock (a verdict takes it too)."""
+        incident_id = str(record["id"])
+        camera_name = self._camera_name(event.camera)
+        n = next_sighting_number(record)
+        best = event.similarity > float(record.get("similarity") or 0.0)
+        best_written, has_face = await self._images(incident_id, event, best=best, n=n)
+        joined = add_sighting(record, event, camera_name=camera_name, has_face=has_face)
+        if best_written:
+            record["has_images"] = True
+        try:
+            self.store.put_alert(record)
+        except (sqlite3.Error, OSError) as err:
+            self._storage(self.data, err)
+        if joined.upgraded and record.get("state") == "pending":
+            await self._enqueue_alert(record, event.face_jpeg)
+            self._audit(
+                "alert_upgraded",
+                match_id=incident_id,
+                tier=record["tier"],
+                person_id=record["person_id"],
+                camera=camera_name,
+                similarity=record["similarity"],
+            )
+            self.emit("match", {**public_alert(record), "upgraded": True})
+        else:
+            self.emit("sighting", {"incident": public_alert(record), "sighting": joined.sighting})
+
     def _record_match(self, alert: dict[str, Any], camera_name: str) -> None:
-        """The audit line and the event of a new alert (SQLite)."""
+        """The audit line and the event of a new incident (SQLite)."""
         self._audit(
             "alert",
             match_id=alert["id"],
@@ -928,6 +1012,38 @@ class Engine:
             similarity=alert["similarity"],
         )
         self.emit("match", public_alert(alert))
+
+    async def _close_incidents_of_found(self) -> None:
+        """The registry no longer seeks some persons (closed, found, deleted): their
+        incidents awaiting a verdict close with that reason, and none of their incidents
+        gathers sightings any more. Their records and images go with the retention."""
+        gallery = self.gallery
+        if gallery is None:
+            return
+        wanted = {pid for pid, person in gallery.persons.items() if person.is_open}
+        async with self._incident_lock:
+            for person_id, incident_id in self._open.persons().items():
+                if person_id not in wanted:
+                    self._open.discard(incident_id)
+                    record = self.store.alert(incident_id)
+                    if record is not None and record.get("state") == "confirmed":
+                        record["closed_reason"] = "person_closed"
+                        self.store.put_alert(record)
+            pending = await asyncio.to_thread(self.store.alerts_in_state, "pending")
+            now = time.time()
+            for record in pending:
+                if record["person_id"] in wanted or not record.get("sightings"):
+                    continue  # records from before incidents stay for a verdict
+                record.update(state="closed", closed_reason="person_closed", decided_at=_iso(now))
+                self.store.put_alert(record)
+                self._audit(
+                    "incident_closed",
+                    match_id=record["id"],
+                    person_id=record["person_id"],
+                    camera=record["camera_name"],
+                    reason="person_closed",
+                )
+                self.emit("alert_decided", public_alert(record))
 
     async def _send_unqueued(self, payload: dict[str, Any]) -> None:
         """Deliver an alert the outbox could not keep on disk, trying for a while."""
@@ -1020,26 +1136,27 @@ class Engine:
                     folder=str(self.outbox.folder),
                     error=err.strerror or str(err),
                 ) from err
-        alert.update(
-            state=verdict,
-            decided_by=user_id,
-            decided_by_name=user_name,
-            decided_at=_iso(now),
-            comment=comment,
-        )
-        if verdict == "rejected":
-            # not that person: the face matches no one, so its images go; the record
-            # keeps only its embedding, until the retention removes it
-            await asyncio.to_thread(self._remove_images, [alert_id])
-            alert["has_images"] = False
-        self.store.put_alert(alert)
-        if verdict == "rejected" and self.pipeline is not None:
-            self.pipeline.reject(
-                alert["camera_id"],
-                int(alert["track_id"]),
-                alert["person_id"],
-                alert.get("embedding"),
+        async with self._incident_lock:  # the sightings that joined meanwhile stay
+            alert = self.store.alert(alert_id) or alert
+            alert.update(
+                state=verdict,
+                decided_by=user_id,
+                decided_by_name=user_name,
+                decided_at=_iso(now),
+                comment=comment,
             )
+            if verdict == "rejected":
+                # not that person: the faces match no one, so every sighting's images go;
+                # the record keeps only their embeddings, until the retention removes it
+                self._open.discard(alert_id)
+                await asyncio.to_thread(self._remove_images, [alert_id])
+                alert["has_images"] = False
+                for sighting in alert.get("sightings") or ():
+                    sighting["has_face"] = False
+            self.store.put_alert(alert)
+        if verdict == "rejected" and self.pipeline is not None:
+            self._reject_faces(alert)
+        await self._update_decisions()
         self._audit(
             verdict,
             user_id,
@@ -1059,6 +1176,7 @@ class Engine:
             days = self.config.options.retention_days if self.config else 30.0
             before = time.time() - days * 86_400
             expired = self.store.expire_alerts(before)
+            await self._update_decisions()
             if expired:
                 await asyncio.to_thread(self._remove_images, expired)
                 if self.pipeline is not None:  # expired rejections no longer hold
@@ -1070,19 +1188,54 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_INTERVAL)
 
+    def _read_decisions(self) -> tuple[list[Decision], dict[str, list[Decision]]]:
+        """Every decided incident the retention keeps, as decisions (blocking)."""
+        decided = self.store.alerts_in_state("confirmed", 100_000)
+        decided += self.store.alerts_in_state("rejected", 100_000)
+        return decisions(decided)
+
+    async def _update_decisions(self) -> None:
+        try:
+            self._decisions = await asyncio.to_thread(self._read_decisions)
+        except sqlite3.Error as err:  # advice waits for the next verdict; nothing else does
+            _LOGGER.warning("The verdicts could not be read for the threshold advice: %s", err)
+
+    def _advice(self, camera: CameraConfig | None) -> dict[str, Any]:
+        """What the verdicts say of a camera's match threshold (or, None, the engine's)."""
+        assert self.config is not None
+        overall, by_camera = self._decisions
+        if camera is None:
+            return advise(overall, self.config.options.match_threshold)
+        thresholds = self._thresholds(camera)
+        match = thresholds.match if thresholds else self.config.options.match_threshold
+        return advise(by_camera.get(camera.id, []), match)
+
     def _rejected_faces(self) -> list[tuple[str, list[float]]]:
-        """(person, face embedding) of the alerts operators rejected and the retention still
-        keeps: the pipeline does not match those faces to those persons again (blocking)."""
+        """(person, face embedding) of the incidents operators rejected and the retention
+        still keeps: the pipeline does not match those faces to those persons again
+        (blocking)."""
         return [
-            (str(alert["person_id"]), list(alert["embedding"]))
+            (str(alert["person_id"]), vector)
             for alert in self.store.alerts(limit=100_000)
-            if alert.get("state") == "rejected" and alert.get("embedding")
+            if alert.get("state") == "rejected"
+            for vector in embeddings_of(alert)
         ]
 
+    def _reject_faces(self, alert: dict[str, Any]) -> None:
+        """A rejected incident: none of its tracks names that person again, nor does a face
+        close to one of its faces (the pipeline's rejection memory)."""
+        assert self.pipeline is not None
+        person_id = str(alert["person_id"])
+        for vector in embeddings_of(alert):
+            self.pipeline.rejections.add(person_id, vector)
+        for camera_id, track_id in tracks_of(alert):
+            self.pipeline.reject(camera_id, track_id, person_id)
+
     def _remove_images(self, alert_ids: list[str]) -> None:
+        """Delete every image of these incidents: best face and frame, sightings' crops."""
         for alert_id in alert_ids:
-            for kind in ("face", "frame"):
-                self.image_path(alert_id, kind).unlink(missing_ok=True)
+            for path in self.alerts_folder.glob(f"{glob.escape(alert_id)}_*.jpg"):
+                path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ what forms need
 
@@ -1180,6 +1333,8 @@ class Engine:
                 if camera_id in self.cameras:
                     self.cameras[camera_id].monitoring = on
         self.store.set_meta("imported", sorted(done | {origin}))
+        if alerts:
+            self._decisions = self._read_decisions()  # the verdicts it brought count too
         self._audit("history_imported", origin=origin, alerts=alerts, audit=lines)
         return {"imported": True, "alerts": alerts, "audit": lines}
 
@@ -1401,6 +1556,7 @@ class Engine:
                     "faces": len(worker.faces) if worker else 0,
                     "stats": stats,
                     "source_stats": source_stats,
+                    "advice": self._advice(camera.config) if self.config else None,
                 }
             )
         first, last = self.store.event_bounds()
@@ -1431,6 +1587,7 @@ class Engine:
             },
             "last_detection": _iso(self._last_detection) if self._last_detection else None,
             "alerts_pending": self.store.count_alerts("pending"),
+            "advice": self._advice(None) if self.config else None,
             "outbox": _outbox_info(self.outbox.status() if self.outbox else None),
             "events": {"first_id": first, "last_id": last, "epoch": self.store.epoch},
             "problems": list(self.problems.values()),
@@ -1444,11 +1601,6 @@ def _outbox_info(status: dict[str, Any] | None) -> dict[str, Any]:
         return {"pending": 0, "rejected": 0, "stuck": 0, "stuck_since": None, "stuck_error": None}
     since = status["stuck_since"]
     return {**status, "stuck_since": _iso(since) if since is not None else None}
-
-
-def public_alert(alert: dict[str, Any]) -> dict[str, Any]:
-    """An alert record as clients see it (no embedding: biometric data stays here)."""
-    return {k: v for k, v in alert.items() if k not in ("detected_at_ts", "embedding")}
 
 
 def _counts(report: dict[str, Any]) -> dict[str, Any]:

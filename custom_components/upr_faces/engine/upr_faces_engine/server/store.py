@@ -181,6 +181,16 @@ class Store:
             ).fetchall()
         return [dict(json.loads(row[0])) for row in rows]
 
+    def alerts_in_state(self, state: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        """The alerts in a state (``pending``...), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM alerts WHERE json_extract(data, '$.state') = ? "
+                "ORDER BY detected_at DESC LIMIT ?",
+                (state, limit),
+            ).fetchall()
+        return [dict(json.loads(row[0])) for row in rows]
+
     def count_alerts(self, state: str) -> int:
         """How many alerts are in a state (``pending``...)."""
         with self._lock:
