@@ -114,6 +114,14 @@ def test_bench_prints_figures(
     assert figures["embed_ms_per_face"]["single"] > 0
     assert set(figures["search_ms_512d"]) == {"1000", "10000", "100000"}
     assert figures["rss_mib"]["after_loading"] > 0
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():  # the GPU package
+        assert figures["gpu"]["providers"][0] in ("tensorrt", "cuda")
+        assert figures["gpu"]["detect_640_ms"]["p50"] > 0
+    else:  # the CPU package: no GPU rows, and the reason why
+        assert figures["gpu"]["providers"] is None
+        assert "no CUDA or TensorRT" in figures["gpu"]["reason"]
 
 
 def test_gallery_sync_against_dev_server(

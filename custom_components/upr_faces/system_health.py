@@ -31,13 +31,17 @@ async def system_health_info(hass: HomeAssistant) -> dict[str, Any]:
     return {
         "engine_reachable": all(c.connected for c in coordinators) if coordinators else "-",
         "engine_version": ", ".join(versions) or "-",
-        "analysis_backend": ", ".join(
-            sorted({str(c.info.get("analysis_backend") or "local") for c in coordinators})
-        )
-        or "-",
+        "analysis_backend": ", ".join(sorted({_backend(c.info) for c in coordinators})) or "-",
         "active_streams": sum(d.active_streams for d in data),
         "total_cameras": sum(len(d.cameras) for d in data),
         "last_detection": max(detections).isoformat() if detections else "-",
         "gallery_size": sum(d.gallery_size for d in data),
         "registry_reachable": all(reachable) if reachable else "-",
     }
+
+
+def _backend(info: dict[str, Any]) -> str:
+    """Where an engine analyses frames, and on which execution providers."""
+    backend = str(info.get("analysis_backend") or "local")
+    providers = ", ".join(str(p) for p in info.get("providers") or ())
+    return f"{backend} ({providers})" if providers else backend

@@ -197,7 +197,8 @@ async def test_folder_entry_operations(
     assert timedelta(0) <= engine_time - shown < timedelta(minutes=2)
     assert info["engine_reachable"] is True
     assert info["engine_version"] == (await _engine_info(engine))["version"]
-    assert info["analysis_backend"] == "local"  # in-process sessions (no Ray cluster)
+    # in-process sessions (no Ray cluster), on the CPU
+    assert info["analysis_backend"] == "local (CPUExecutionProvider)"
 
     # the logbook describes audit events
     described: dict[str, Any] = {}

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from upr_faces_engine.analyzer import Analyzer, read_image
+from upr_faces_engine.analyzer import PROVIDERS, Analyzer, gpu_providers, read_image
 from upr_faces_engine.gallery import Gallery, Person
 from upr_faces_engine.models import find_pack
 
@@ -129,7 +130,43 @@ def run_engine_bench(
         del gallery
     result["search_ms_512d"] = search
     result["rss_mib"] = {"start": round(rss_start, 1), "after_loading": round(rss_loaded, 1)}
+    result["gpu"] = _gpu_rows(pack, frames, repeat, progress)
     return result
+
+
+def _gpu_rows(
+    pack: Any, frames: Sequence[Any], repeat: int, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """The same detection and embedding timings on the GPU execution providers (CUDA,
+    TensorRT first where installed), measured in the same run as the CPU rows; or why
+    there are none (an onnxruntime without them: the CPU package)."""
+    available = ort.get_available_providers()
+    wanted = [PROVIDERS["tensorrt"], PROVIDERS["cuda"]]
+    if not any(name in available for name in wanted):
+        return {
+            "providers": None,
+            "reason": "this onnxruntime has no CUDA or TensorRT execution provider "
+            "(install requirements-gpu.txt on a machine with an NVIDIA GPU)",
+            "available": list(available),
+        }
+    providers = gpu_providers()
+    progress(f"bench: GPU ({', '.join(providers)})")
+    rows: dict[str, Any] = {"providers": list(providers)}
+    for label, det_size in (("detect_640", 640), ("detect_320", 320)):
+        engine = Analyzer(pack, threads=1, det_size=det_size, providers=providers)
+        engine.detect(frames[0])  # the first run builds the GPU kernels (and TensorRT engines)
+        samples: list[float] = []
+        for frame in frames:
+            samples += _time_ms(partial(engine.detect, frame), repeat)
+        rows[f"{label}_ms"] = _percentiles(samples)
+        rows["active_providers"] = list(engine.providers)
+    faces = [(frame, det) for frame in frames for det in engine.detect(frame)]
+    if faces:
+        frame, det = faces[0]
+        rows["embed_ms_per_face"] = _percentiles(
+            _time_ms(lambda: engine.embed(frame, [det]), repeat)
+        )["p50"]
+    return rows
 
 
 def still_clip(path: Path, seconds: float = 4.0, fps: int = 15) -> Path:
