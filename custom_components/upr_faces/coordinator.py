@@ -443,13 +443,24 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
             return
         if event_id is None or event_id <= self._last_id:
             return
-        if kind == "match":
-            self._on_alert(Alert.from_engine(data), new=True, upgraded=bool(data.get("upgraded")))
-        elif kind == "sighting":
-            self._on_sighting(Alert.from_engine(data["incident"]), data["sighting"])
-        elif kind == "alert_decided":
-            self._on_decided(Alert.from_engine(data))
-        if kind in ("camera", "gallery_sync", "problem", "model_pack", "alert_decided"):
+        try:
+            if kind == "match":
+                sighting = data.get("sighting") if data.get("upgraded") else None
+                self._on_alert(
+                    Alert.from_engine(data),
+                    new=True,
+                    upgraded=bool(data.get("upgraded")),
+                    sighting=sighting if isinstance(sighting, dict) else None,
+                )
+            elif kind == "sighting":
+                incident, sighting = data.get("incident"), data.get("sighting")
+                if isinstance(incident, dict) and isinstance(sighting, dict):
+                    self._on_sighting(Alert.from_engine(incident), sighting)
+            elif kind == "alert_decided":
+                self._on_decided(Alert.from_engine(data))
+        except (KeyError, TypeError, ValueError) as err:  # one bad event stops nothing
+            _LOGGER.warning("Skipped the engine's event %s (%s): %s", event_id, kind, err)
+        if kind in ("camera", "gallery_sync", "problem", "model_pack"):
             self.config_entry.async_create_background_task(
                 self.hass, self._async_refresh_info(), f"{DOMAIN} info {self.config_entry.entry_id}"
             )
@@ -503,9 +514,17 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
     # ------------------------------------------------------------------ alerts
 
     @callback
-    def _on_alert(self, alert: Alert, *, new: bool, upgraded: bool = False) -> None:
+    def _on_alert(
+        self,
+        incident: Alert,
+        *,
+        new: bool,
+        upgraded: bool = False,
+        sighting: dict[str, Any] | None = None,
+    ) -> None:
         """A new incident (``upr_match``), or one that became a match (``upr_match`` again,
-        ``upgraded``)."""
+        ``upgraded``, told as the camera of the ``sighting`` that upgraded it saw it)."""
+        alert = incident.seen_on(sighting) if sighting else incident
         self._remember(alert)
         entry_id = self.config_entry.entry_id
         if new:
@@ -524,7 +543,7 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
                 pending = int(self.info.get("alerts_pending") or 0) + 1
                 self.info = {**self.info, "alerts_pending": pending}
             async_dispatcher_send(self.hass, SIGNAL_SEEN.format(entry_id), alert.tier, alert)
-        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(entry_id), alert)
+        async_dispatcher_send(self.hass, SIGNAL_ALERT.format(entry_id), incident)
         self._publish()
 
     @callback
@@ -565,6 +584,11 @@ class UprFacesCoordinator(DataUpdateCoordinator[HubData]):
     def _on_decided(self, alert: Alert) -> None:
         """A verdict (here or in another client), or an incident the registry closed."""
         self._apply_decision(alert)
+        if alert.state == "closed":  # the engine's pending count changed without us
+            self.info = {
+                **self.info,
+                "alerts_pending": max(0, int(self.info.get("alerts_pending") or 0) - 1),
+            }
         async_dispatcher_send(self.hass, SIGNAL_ALERT.format(self.config_entry.entry_id), alert)
         self._publish()
 

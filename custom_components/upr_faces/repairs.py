@@ -19,6 +19,8 @@ from .const import (
 from .coordinator import UprFacesConfigEntry
 from .validation import vol
 
+MIN_THRESHOLD = 0.05  # the engine's lowest threshold
+
 
 async def async_create_fix_flow(
     hass: HomeAssistant, issue_id: str, data: dict[str, str | int | float | None] | None
@@ -77,9 +79,10 @@ class ThresholdAdviceFlow(RepairsFlow):
         )
         match = round(float(advised), 4)
         probable = old_probable
-        if probable > match:
-            probable = round(max(0.0, match - max(0.0, old_match - old_probable)), 4)
-        data = {**subentry.data, CONF_MATCH_THRESHOLD: match, CONF_PROBABLE_THRESHOLD: probable}
+        data = {**subentry.data, CONF_MATCH_THRESHOLD: match}
+        if probable > match:  # keeps its distance below, never under the engine's 0.05
+            probable = round(max(MIN_THRESHOLD, match - max(0.0, old_match - old_probable)), 4)
+            data[CONF_PROBABLE_THRESHOLD] = probable
         coordinator = entry.runtime_data
         await coordinator.async_audit_action(
             "thresholds_changed",

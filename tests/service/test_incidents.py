@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from upr_faces_engine.server.store import Store
+
 from ..conftest import LabelledPhoto
 from ..upr_server import UprServer
 from .conftest import SHOWN, alerts_of, camera, folder_config, gallery_photos, registry_config
@@ -154,6 +156,13 @@ async def test_a_person_the_registry_closes_closes_their_incidents(
                 )
     finally:
         await registry.stop()
+    store = Store(engine.data)
+    try:
+        kept = store.alert(incident["id"])
+    finally:
+        store.close()
+    assert kept is not None
+    assert kept["embeddings"] == []  # only a rejection needs the faces' embeddings
     assert (closed["state"], closed["closed_reason"]) == ("closed", "person_closed")
     decided = [e["data"] for e in events if e["type"] == "alert_decided"]
     assert [d["id"] for d in decided] == [incident["id"]]

@@ -1112,6 +1112,12 @@ class UprAlertsCard extends HTMLElement {
       const alert = this._alerts.get(id);
       if (!alert || item.el.hidden) continue;
       item.parts.time.textContent = this._relative(alert.detected_at);
+      if ((Number(alert.sighting_count) || 1) > 1) {
+        item.parts.sightings.textContent = this._t("sightings", {
+          count: this._number(Number(alert.sighting_count)),
+          when: this._relative(alert.last_seen),
+        });
+      }
       if (alert.state !== "pending") this._updateItem(item, alert);
     }
   }

@@ -193,7 +193,7 @@ def add_sighting(
         cameras=cameras,
         camera_ids=camera_ids,
         path=path_of(sightings),
-        last_seen=sighting["at"],
+        last_seen=iso(max(float(record.get("last_seen_ts") or 0.0), event.detected_at)),
         last_seen_ts=max(float(record.get("last_seen_ts") or 0.0), event.detected_at),
         embeddings=embeddings,
     )

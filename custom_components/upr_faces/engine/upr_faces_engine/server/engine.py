@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import aiohttp
+import numpy as np
 
 from ..advice import Decision, advise, decisions
 from ..alerts import AlertTier, MatchEvent
@@ -895,6 +896,8 @@ class Engine:
         """A sighting: it joins the person's open incident or opens one (the alert)."""
         async with self._incident_lock:  # one sighting at a time: no twin incidents
             self._last_detection = max(self._last_detection or 0.0, event.detected_at)
+            if self._rejected_meanwhile(event):
+                return
             incident_id = self._open.get(event.person_id)
             record = self.store.alert(incident_id) if incident_id else None
             if record is not None and is_open(record, event.detected_at, self._open.gap_s):
@@ -903,6 +906,15 @@ class Engine:
                 if incident_id is not None:
                     self._open.discard(incident_id)
                 await self._open_incident(event)
+
+    def _rejected_meanwhile(self, event: MatchEvent) -> bool:
+        """A sighting the pipeline made before an operator rejected that person for that
+        face (it waited for the lock meanwhile): dropped, like the later ones."""
+        if self.pipeline is None or not event.embedding:
+            return False
+        vector = np.asarray(event.embedding, dtype=np.float32)
+        kept = self.pipeline.rejections.filter(vector, {event.person_id: event.similarity})
+        return event.person_id not in kept
 
     async def _images(
         self, incident_id: str, event: MatchEvent, *, best: bool, n: int
@@ -987,19 +999,32 @@ class Engine:
             self.store.put_alert(record)
         except (sqlite3.Error, OSError) as err:
             self._storage(self.data, err)
-        if joined.upgraded and record.get("state") == "pending":
+        # a verdict being queued now goes first: the registry gets no alert after its verdict
+        pending = record.get("state") == "pending" and incident_id not in self._deciding
+        upgraded = joined.upgraded and pending
+        if upgraded:
             await self._enqueue_alert(record, event.face_jpeg)
-            self._audit(
-                "alert_upgraded",
-                match_id=incident_id,
-                tier=record["tier"],
-                person_id=record["person_id"],
-                camera=camera_name,
-                similarity=record["similarity"],
-            )
-            self.emit("match", {**public_alert(record), "upgraded": True})
-        else:
-            self.emit("sighting", {"incident": public_alert(record), "sighting": joined.sighting})
+        kind, data = (
+            ("match", {**public_alert(record), "upgraded": True, "sighting": joined.sighting})
+            if upgraded
+            else ("sighting", {"incident": public_alert(record), "sighting": joined.sighting})
+        )
+        try:
+            if upgraded:
+                self._audit(
+                    "alert_upgraded",
+                    match_id=incident_id,
+                    tier=record["tier"],
+                    person_id=record["person_id"],
+                    camera=camera_name,
+                    similarity=record["similarity"],
+                )
+            self.emit(kind, data)
+        except (sqlite3.Error, OSError) as err:
+            self._storage(self.data, err)
+            event_now = Event(0, time.time(), kind, data)
+            for queue in self._subscribers:  # still told live, though not kept
+                queue.put_nowait(event_now)
 
     def _record_match(self, alert: dict[str, Any], camera_name: str) -> None:
         """The audit line and the event of a new incident (SQLite)."""
@@ -1021,6 +1046,12 @@ class Engine:
         if gallery is None:
             return
         wanted = {pid for pid, person in gallery.persons.items() if person.is_open}
+        try:
+            await self._close_incidents_not_in(wanted)
+        except (sqlite3.Error, OSError) as err:  # tried again at the next sync
+            self._storage(self.data, err)
+
+    async def _close_incidents_not_in(self, wanted: set[str]) -> None:
         async with self._incident_lock:
             for person_id, incident_id in self._open.persons().items():
                 if person_id not in wanted:
@@ -1034,7 +1065,8 @@ class Engine:
             for record in pending:
                 if record["person_id"] in wanted or not record.get("sightings"):
                     continue  # records from before incidents stay for a verdict
-                record.update(state="closed", closed_reason="person_closed", decided_at=_iso(now))
+                record.update(state="closed", closed_reason="person_closed", embeddings=[])
+                record["decided_at"] = _iso(now)
                 self.store.put_alert(record)
                 self._audit(
                     "incident_closed",
@@ -1074,19 +1106,11 @@ class Engine:
         user_name: str | None,
         comment: str | None,
     ) -> dict[str, Any]:
-        """Confirm or reject an alert; the verdict goes to the registry and the audit."""
-        alert = self.store.alert(alert_id)
-        if alert is None:
-            raise EngineError("unknown_match", "no such alert", status=404, match_id=alert_id)
-        if alert["state"] != "pending":
-            raise EngineError(
-                "already_decided",
-                "this alert was decided already",
-                status=409,
-                match_id=alert_id,
-                verdict=str(alert["state"]),
-                by=str(alert.get("decided_by_name") or alert.get("decided_by") or ""),
-            )
+        """Confirm or reject an alert; the verdict goes to the registry and the audit.
+
+        Under the incident lock from the check to the record: no sighting joins, no close
+        by the registry lands, between them (the registry never gets an alert after its
+        verdict)."""
         if alert_id in self._deciding:  # another verdict on it is being queued
             raise EngineError(
                 "already_decided",
@@ -1098,7 +1122,22 @@ class Engine:
             )
         self._deciding.add(alert_id)
         try:
-            return await self._decide(alert, verdict, user_id, user_name, comment)
+            async with self._incident_lock:
+                alert = self.store.alert(alert_id)
+                if alert is None:
+                    raise EngineError(
+                        "unknown_match", "no such alert", status=404, match_id=alert_id
+                    )
+                if alert["state"] != "pending":
+                    raise EngineError(
+                        "already_decided",
+                        "this alert was decided already",
+                        status=409,
+                        match_id=alert_id,
+                        verdict=str(alert["state"]),
+                        by=str(alert.get("decided_by_name") or alert.get("decided_by") or ""),
+                    )
+                return await self._decide(alert, verdict, user_id, user_name, comment)
         finally:
             self._deciding.discard(alert_id)
 
@@ -1136,24 +1175,25 @@ class Engine:
                     folder=str(self.outbox.folder),
                     error=err.strerror or str(err),
                 ) from err
-        async with self._incident_lock:  # the sightings that joined meanwhile stay
-            alert = self.store.alert(alert_id) or alert
-            alert.update(
-                state=verdict,
-                decided_by=user_id,
-                decided_by_name=user_name,
-                decided_at=_iso(now),
-                comment=comment,
-            )
-            if verdict == "rejected":
-                # not that person: the faces match no one, so every sighting's images go;
-                # the record keeps only their embeddings, until the retention removes it
-                self._open.discard(alert_id)
-                await asyncio.to_thread(self._remove_images, [alert_id])
-                alert["has_images"] = False
-                for sighting in alert.get("sightings") or ():
-                    sighting["has_face"] = False
-            self.store.put_alert(alert)
+        alert.update(
+            state=verdict,
+            decided_by=user_id,
+            decided_by_name=user_name,
+            decided_at=_iso(now),
+            comment=comment,
+        )
+        if verdict == "confirmed":  # only a rejection needs the faces' embeddings
+            alert["embeddings"] = []
+            alert.pop("embedding", None)
+        if verdict == "rejected":
+            # not that person: the faces match no one, so every sighting's images go;
+            # the record keeps only their embeddings, until the retention removes it
+            self._open.discard(alert_id)
+            await asyncio.to_thread(self._remove_images, [alert_id])
+            alert["has_images"] = False
+            for sighting in alert.get("sightings") or ():
+                sighting["has_face"] = False
+        self.store.put_alert(alert)
         if verdict == "rejected" and self.pipeline is not None:
             self._reject_faces(alert)
         await self._update_decisions()
