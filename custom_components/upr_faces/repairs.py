@@ -7,7 +7,6 @@ from typing import Any
 from homeassistant.components.repairs import RepairsFlow
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResult
 from homeassistant.helpers import issue_registry as ir
 
 from .const import (
@@ -20,6 +19,9 @@ from .coordinator import UprFacesConfigEntry
 from .validation import vol
 
 MIN_THRESHOLD = 0.05  # the engine's lowest threshold
+
+# what a step returns: FlowResult up to Home Assistant 2025, RepairsFlowResult after it
+type StepResult = Any
 
 
 async def async_create_fix_flow(
@@ -46,11 +48,11 @@ class ThresholdAdviceFlow(RepairsFlow):
             return None
         return entry
 
-    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> StepResult:
         """The flow starts (Home Assistant hands over the issue id): show the advice."""
         return await self.async_step_confirm()
 
-    async def async_step_confirm(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+    async def async_step_confirm(self, user_input: dict[str, Any] | None = None) -> StepResult:
         """Show the advice, then apply it."""
         entry = self._entry()
         subentry = entry.subentries.get(self._camera_id) if entry else None
