@@ -1215,12 +1215,15 @@ class Engine:
         while not self._stop.is_set():
             days = self.config.options.retention_days if self.config else 30.0
             before = time.time() - days * 86_400
-            expired = self.store.expire_alerts(before)
+            async with self._incident_lock:  # no sighting re-writes an expiring record
+                expired = await asyncio.to_thread(self.store.expire_alerts, before)
+                for incident_id in expired:
+                    self._open.discard(incident_id)
+                if expired:
+                    await asyncio.to_thread(self._remove_images, expired)
             await self._update_decisions()
-            if expired:
-                await asyncio.to_thread(self._remove_images, expired)
-                if self.pipeline is not None:  # expired rejections no longer hold
-                    self.pipeline.rejections.replace(await asyncio.to_thread(self._rejected_faces))
+            if expired and self.pipeline is not None:  # expired rejections no longer hold
+                self.pipeline.rejections.replace(await asyncio.to_thread(self._rejected_faces))
             if self.outbox is not None:
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(self.outbox.prune_rejected, before)

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY, detected_at REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (detected_at);
+CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (json_extract(data, '$.state'));
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, data TEXT NOT NULL);
 """
