@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,3 +50,26 @@ def labelled_photos(faces_dir: Path) -> list[LabelledPhoto]:
             LabelledPhoto(faces_dir / row["file"], row["identity"], int(row["faces"]))
             for row in csv.DictReader(handle)
         ]
+
+
+def gallery_photos(labelled_photos: list[LabelledPhoto]) -> dict[str, list[Path]]:
+    """Every deepface person's photos except the first one (which the cameras show)."""
+    photos: dict[str, list[Path]] = {}
+    seen: set[str] = set()
+    for photo in labelled_photos:
+        if not photo.identity.startswith("deepface_"):
+            continue
+        if photo.identity not in seen:
+            seen.add(photo.identity)
+            continue
+        photos.setdefault(photo.identity, []).append(photo.path)
+    return photos
+
+
+def make_gallery(folder: Path, labelled_photos: list[LabelledPhoto]) -> Path:
+    """A gallery folder with persons A to F (all photos but the first of each): ``folder``."""
+    for person_id, paths in gallery_photos(labelled_photos).items():
+        (folder / person_id).mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copy(path, folder / person_id)
+    return folder

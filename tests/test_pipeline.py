@@ -18,7 +18,7 @@ from upr_faces_engine.gallery import Gallery, Thresholds, load_folder
 from upr_faces_engine.models import find_pack
 from upr_faces_engine.pipeline import CameraWorker, Pipeline, PipelineConfig, Rejections
 
-from .conftest import LabelledPhoto
+from .conftest import LabelledPhoto, make_gallery
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,7 @@ def gallery(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Gallery:
     """A-F from all their photos but the first one, which the tests show to the cameras."""
-    root = tmp_path_factory.mktemp("gallery")
-    seen: set[str] = set()
-    for photo in labelled_photos:
-        if not photo.identity.startswith("deepface_"):
-            continue
-        if photo.identity not in seen:
-            seen.add(photo.identity)
-            continue
-        (root / photo.identity).mkdir(exist_ok=True)
-        shutil.copy(photo.path, root / photo.identity)
+    root = make_gallery(tmp_path_factory.mktemp("gallery"), labelled_photos)
     built, _report = load_folder(root, analyzer)
     return built
 

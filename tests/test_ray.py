@@ -36,8 +36,8 @@ from upr_faces_engine.analyzer import Analyzer, read_image
 from upr_faces_engine.models import find_pack
 from upr_faces_engine.ray_serve import RayAnalyzer, RayServeOptions
 
-from .conftest import TEST_PACK, LabelledPhoto
-from .service.conftest import alerts_of, camera, folder_config, gallery_photos
+from .conftest import TEST_PACK, LabelledPhoto, make_gallery
+from .service.conftest import alerts_of, camera, folder_config
 from .service.engine_process import EngineClient, EngineProcess
 from .streams import make_clip
 
@@ -111,12 +111,7 @@ def ray_gallery(
     labelled_photos: list[LabelledPhoto], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """Persons A to F, every photo but the first (which the cameras show)."""
-    folder = tmp_path_factory.mktemp("ray_gallery")
-    for person_id, paths in gallery_photos(labelled_photos).items():
-        (folder / person_id).mkdir()
-        for path in paths:
-            shutil.copy(path, folder / person_id)
-    return folder
+    return make_gallery(tmp_path_factory.mktemp("ray_gallery"), labelled_photos)
 
 
 @pytest.fixture(scope="module")

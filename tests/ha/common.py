@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from custom_components.upr_faces.const import (
     SUBENTRY_CAMERA,
 )
 
-from ..conftest import LabelledPhoto
 from ..service.engine_process import EngineProcess
 from ..upr_server import UprServer
 
@@ -70,20 +68,6 @@ def serialize_schema(schema: Any) -> list[dict[str, Any]]:
         schema, custom_serializer=cv.custom_serializer
     )
     return converted
-
-
-def gallery_photos(labelled_photos: list[LabelledPhoto]) -> dict[str, list[Path]]:
-    """Every labelled person's photos except the first one (which the camera shows)."""
-    photos: dict[str, list[Path]] = {}
-    seen: set[str] = set()
-    for photo in labelled_photos:
-        if not photo.identity.startswith("deepface_"):
-            continue
-        if photo.identity not in seen:
-            seen.add(photo.identity)
-            continue
-        photos.setdefault(photo.identity, []).append(photo.path)
-    return photos
 
 
 def camera(source: Path | str, name: str = "Door") -> dict[str, Any]:
@@ -169,15 +153,6 @@ def folder_entry(
         options=dict(DEFAULT_OPTIONS),
         subentries_data=list(cameras),
     )
-
-
-def make_gallery(folder: Path, labelled_photos: list[LabelledPhoto]) -> Path:
-    """A local gallery folder with persons A to F (all photos but the first of each)."""
-    for person_id, paths in gallery_photos(labelled_photos).items():
-        (folder / person_id).mkdir(parents=True)
-        for path in paths:
-            shutil.copy(path, folder / person_id)
-    return folder
 
 
 async def start_camera_reconfigure(

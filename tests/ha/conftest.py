@@ -48,11 +48,11 @@ from homeassistant.core import HomeAssistant
 from custom_components.upr_faces.const import DOMAIN
 from custom_components.upr_faces.embedded import DATA_ENGINES, PYTHON_OVERRIDE
 
-from ..conftest import LabelledPhoto
+from ..conftest import LabelledPhoto, gallery_photos
 from ..service.engine_process import EngineProcess
 from ..streams import make_clip
 from ..upr_server import UprServer
-from .common import DEPRECATION, SHOWN, gallery_photos
+from .common import DEPRECATION, SHOWN
 
 INTEGRATION_CODE: Final = str(Path(__file__).resolve().parents[2] / "custom_components")
 

@@ -22,10 +22,10 @@ from custom_components.upr_faces.const import (
     DOMAIN,
 )
 
-from ..conftest import LabelledPhoto
+from ..conftest import LabelledPhoto, make_gallery
 from ..service.engine_process import EngineClient, EngineProcess
 from ..streams import closed_port
-from .common import camera, folder_entry, make_gallery, wait_for
+from .common import camera, folder_entry, wait_for
 
 
 def _decided(camera_id: str, index: int, similarity: float, state: str) -> dict[str, Any]:

@@ -31,9 +31,9 @@ from custom_components.upr_faces.const import (
     EVENT_MATCH,
 )
 
-from ..conftest import LabelledPhoto
+from ..conftest import LabelledPhoto, make_gallery
 from ..service.engine_process import EngineClient, EngineProcess
-from .common import camera, folder_entry, make_gallery, wait_for
+from .common import camera, folder_entry, wait_for
 
 STATES = ("camera.door", "binary_sensor.door_stream", "sensor.upr_faces_gallery_size")
 

@@ -28,10 +28,10 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from custom_components.upr_faces.const import CONF_API_KEY, DOMAIN, EVENT_MATCH
 from custom_components.upr_faces.diagnostics import async_get_config_entry_diagnostics
 
-from ..conftest import LabelledPhoto
+from ..conftest import LabelledPhoto, make_gallery
 from ..service.engine_process import EngineClient, EngineProcess
 from ..upr_server import UprServer
-from .common import SHOWN, camera, folder_entry, make_gallery, registry_entry, wait_for
+from .common import SHOWN, camera, folder_entry, registry_entry, wait_for
 
 
 async def test_registry_end_to_end(

@@ -49,19 +49,11 @@ from custom_components.upr_faces.const import (
 )
 from custom_components.upr_faces.logbook import async_describe_events
 
-from ..conftest import LabelledPhoto
+from ..conftest import LabelledPhoto, make_gallery
 from ..service.engine_process import EngineClient, EngineProcess
 from ..streams import closed_port, mjpeg_server
 from ..upr_server import UprServer
-from .common import (
-    camera,
-    find_device,
-    folder_entry,
-    make_gallery,
-    registry_entry,
-    set_up_until_alert,
-    wait_for,
-)
+from .common import camera, find_device, folder_entry, registry_entry, set_up_until_alert, wait_for
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
-from ..conftest import TEST_PACK, LabelledPhoto
+from ..conftest import TEST_PACK, LabelledPhoto, gallery_photos, make_gallery
 from ..streams import make_clip
+from ..upr_server import UprServer
 from .engine_process import EngineClient, EngineProcess
 
 SHOWN: Final = ("deepface_C", "deepface_D")
@@ -45,18 +45,16 @@ def engines(tmp_path: Path) -> Iterator[Callable[..., EngineProcess]]:
             engine.kill()
 
 
-def gallery_photos(labelled_photos: list[LabelledPhoto]) -> dict[str, list[Path]]:
-    """Every deepface person's photos except the first one (which the camera shows)."""
-    photos: dict[str, list[Path]] = {}
-    seen: set[str] = set()
-    for photo in labelled_photos:
-        if not photo.identity.startswith("deepface_"):
-            continue
-        if photo.identity not in seen:
-            seen.add(photo.identity)
-            continue
-        photos.setdefault(photo.identity, []).append(photo.path)
-    return photos
+def registry_with_persons(labelled_photos: list[LabelledPhoto]) -> UprServer:
+    """The registry test server holding every deepface person (``UPR-<letter>``,
+    ``Person <letter>``) with the photos :func:`gallery_photos` gives (not started)."""
+    server = UprServer()
+    for person_id, paths in gallery_photos(labelled_photos).items():
+        photos = [server.registry.add_photo(path.name, path) for path in paths]
+        server.registry.put_person(
+            person_id, f"UPR-{person_id[-1]}", display_name=f"Person {person_id[-1]}", photos=photos
+        )
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +62,7 @@ def gallery(
     labelled_photos: list[LabelledPhoto], test_pack: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A gallery folder with persons A to F (skips, saying why, without ../shared)."""
-    folder = tmp_path_factory.mktemp("gallery")
-    for person_id, paths in gallery_photos(labelled_photos).items():
-        (folder / person_id).mkdir()
-        for path in paths:
-            shutil.copy(path, folder / person_id)
-    return folder
+    return make_gallery(tmp_path_factory.mktemp("gallery"), labelled_photos)
 
 
 @pytest.fixture(scope="module")

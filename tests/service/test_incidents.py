@@ -18,8 +18,14 @@ import aiohttp
 from upr_faces_engine.server.store import Store
 
 from ..conftest import LabelledPhoto
-from ..upr_server import UprServer
-from .conftest import SHOWN, alerts_of, camera, folder_config, gallery_photos, registry_config
+from .conftest import (
+    SHOWN,
+    alerts_of,
+    camera,
+    folder_config,
+    registry_config,
+    registry_with_persons,
+)
 from .conftest import wait_for as wait_until
 from .engine_process import EngineClient
 from .test_serve import Engines
@@ -38,21 +44,13 @@ async def _drain(socket: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]
             return seen
 
 
-def _registry(labelled_photos: list[LabelledPhoto]) -> UprServer:
-    server = UprServer()
-    for person_id, paths in gallery_photos(labelled_photos).items():
-        photos = [server.registry.add_photo(path.name, path) for path in paths]
-        server.registry.put_person(person_id, f"UPR-{person_id[-1]}", photos=photos)
-    return server
-
-
 async def test_a_person_who_comes_back_is_one_incident_decided_whole(
     engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto]
 ) -> None:
     """Three passes of each person: one incident each (one ``match`` event, one alert at
     the registry), every pass a sighting with its camera, time, similarity and face crop;
     rejecting an incident removes the images of all its sightings and sends one verdict."""
-    registry = _registry(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:
@@ -132,7 +130,7 @@ async def test_a_person_the_registry_closes_closes_their_incidents(
 ) -> None:
     """The registry closes a person (found): their incident awaiting a verdict closes with
     that reason (on the stream, in the audit), and they gather no more sightings."""
-    registry = _registry(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:

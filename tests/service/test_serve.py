@@ -34,8 +34,8 @@ from .conftest import (
     alerts_of,
     camera,
     folder_config,
-    gallery_photos,
     registry_config,
+    registry_with_persons,
     wait_for,
 )
 from .engine_process import EngineClient, EngineProcess
@@ -444,23 +444,13 @@ async def test_gap_when_asked_for_more_than_was_kept(engines: Engines, gallery: 
 # ----------------------------------------------------------------------------- crashes
 
 
-def _registry_with_persons(labelled_photos: list[LabelledPhoto]) -> UprServer:
-    server = UprServer()
-    for person_id, paths in gallery_photos(labelled_photos).items():
-        photos = [server.registry.add_photo(path.name, path) for path in paths]
-        server.registry.put_person(
-            person_id, f"UPR-{person_id[-1]}", display_name=f"Person {person_id[-1]}", photos=photos
-        )
-    return server
-
-
 async def test_killed_engine_comes_back_with_its_cameras_events_and_outbox(
     engines: Engines, clip: Path, labelled_photos: list[LabelledPhoto], test_pack: Path
 ) -> None:
     """SIGKILL while alerts wait for a registry that is down: after a restart the cameras
     run from the persisted configuration (no push), the events the client had not read are
     delivered, and every alert reaches the registry once it is back."""
-    registry = _registry_with_persons(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:
@@ -553,7 +543,7 @@ async def test_a_disk_that_takes_nothing_loses_no_alert(
     a file, as a full or read-only disk refuses writes): every alert still fires on the
     event stream and reaches the registry, without images; the engine names the folder
     in a problem instead of failing."""
-    registry = _registry_with_persons(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:
@@ -598,7 +588,7 @@ async def test_a_verdict_that_cannot_be_queued_changes_nothing(
     """The outbox cannot take the verdict (its folder takes no write): the answer is a
     503 naming the folder, the alert stays pending (nothing half-applied), and the same
     verdict once the folder is back is recorded and reaches the registry."""
-    registry = _registry_with_persons(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:
@@ -684,7 +674,7 @@ async def test_a_registry_that_never_answers_does_not_delay_the_first_match(
 ) -> None:
     """With a gallery synced before, the engine matches at once while its sync hangs;
     with none, it says so (a problem clients can show) instead of waiting."""
-    registry = _registry_with_persons(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:
@@ -728,7 +718,7 @@ async def test_alerts_images_verdicts_and_audit(
     deciding user (sent to the registry, audited, on the stream; the face's images
     deleted, its embedding kept), a second verdict refused, an unknown alert a clean
     404."""
-    registry = _registry_with_persons(labelled_photos)
+    registry = registry_with_persons(labelled_photos)
     await registry.start()
     engine = engines()
     try:

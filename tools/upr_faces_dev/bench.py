@@ -206,12 +206,14 @@ def run_pipeline_bench(
     progress: Callable[[str], None] = lambda _msg: None,
     workers: int | None = 1,
     threads: int | None = 1,
+    analyzer: Any = None,
 ) -> dict[str, Any]:
     """Run ``streams`` file cameras playing ``clip`` in real time through the pipeline.
 
     Every camera decodes its own copy of the stream (as N RTSP cameras would); one analyzer
     is shared. ``workers`` (pipeline threads) and ``threads`` (ONNX Runtime intra-op
     threads): 1 and 1 by default, one core; None for the engine's defaults, every core.
+    ``analyzer``: one already built (a Ray Serve one, say) instead of in-process sessions.
     Returns CPU per stream, RSS, analysed fps, latency, dropped samples and whether the
     pipeline said it was behind.
     """
@@ -220,7 +222,8 @@ def run_pipeline_bench(
     from upr_faces_engine.pipeline import Pipeline, PipelineConfig
     from upr_faces_engine.sources import CameraSource
 
-    analyzer = Analyzer(find_pack(models), threads=threads, square=False)
+    if analyzer is None:
+        analyzer = Analyzer(find_pack(models), threads=threads, square=False)
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = EmbeddingCache(Path(cache_dir) / "cache.sqlite3")
         gallery, _report = load_folder(gallery_dir, analyzer, cache)

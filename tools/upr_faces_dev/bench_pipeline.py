@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import still_clip
-from .clips import build_clip
+from .clips import bench_media
 
 TARGET_FPS = 5.0  # analysed frames per second and camera the pipeline aims at
 
@@ -105,21 +104,6 @@ MODES: dict[str, Mode] = {
     "service": Mode("through a real upr-faces serve process", _service),
 }
 DEFAULT_MODES = ("baseline", "in-process", "in-process-all")
-
-
-def _prepare(faces: Path, work: Path) -> tuple[Path, Path]:
-    firsts: dict[str, Path] = {}
-    gallery = work / "gallery"
-    for photo in sorted(faces.glob("deepface_*")):
-        identity = "_".join(photo.name.split("_")[:2])
-        if identity not in firsts:
-            firsts[identity] = photo
-            continue
-        (gallery / identity).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, gallery / identity)
-    clip = work / "faces.mp4"
-    build_clip(clip, list(firsts.values()), seconds_per_photo=2.0, gap=1.0)
-    return clip, gallery
 
 
 def _run(mode: str, row: RowArgs) -> dict[str, Any]:
@@ -220,7 +204,7 @@ def main() -> int:
     rows: list[tuple[str, str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        clip, gallery = _prepare(args.faces, work)
+        clip, gallery = bench_media(args.faces, work)
         still = still_clip(work / "still.mp4")
         for streams in args.streams:  # the modes alternate, so that drift affects all alike
             for mode in args.modes:

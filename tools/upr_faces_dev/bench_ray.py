@@ -19,21 +19,17 @@ import contextlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .clips import build_clip
+from .clips import bench_media
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
@@ -165,11 +161,6 @@ def deploy(
     return described
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_ray_row(
     address: str,
     models: Path,
@@ -184,14 +175,13 @@ def run_ray_row(
     warmup: float = 4.0,
     detection_fps: float = 5.0,
 ) -> dict[str, Any]:
-    """One row: ``streams`` file cameras through a RayAnalyzer on ``app``."""
-    from upr_faces_engine.alerts import MatchEvent
+    """One row: ``streams`` file cameras through a RayAnalyzer on ``app``, measured as
+    :func:`bench.run_pipeline_bench` measures the in-process rows."""
     from upr_faces_engine.analyzer import Analyzer
-    from upr_faces_engine.gallery import load_folder
     from upr_faces_engine.models import find_pack
-    from upr_faces_engine.pipeline import Pipeline, PipelineConfig
     from upr_faces_engine.ray_serve import RayAnalyzer, RayServeOptions
-    from upr_faces_engine.sources import CameraSource
+
+    from .bench import run_pipeline_bench
 
     deploy(address, models, replicas=replicas, cpus=cpus, app=app)
     local = Analyzer(find_pack(models), square=False)
@@ -203,74 +193,30 @@ def run_ray_row(
         ),
     )
     analyzer.start()
-    if not analyzer.wait_ready(120):
+    try:
+        if not analyzer.wait_ready(120):
+            raise RuntimeError(f"Ray Serve at {address} did not answer: {analyzer.info()}")
+        row = run_pipeline_bench(
+            models,
+            streams,
+            clip,
+            gallery_dir,
+            seconds=seconds,
+            warmup=warmup,
+            detection_fps=detection_fps,
+            workers=None,
+            analyzer=analyzer,
+        )
+        info = analyzer.info()
+    finally:
         analyzer.close()
-        raise RuntimeError(f"Ray Serve at {address} did not answer: {analyzer.info()}")
-    gallery, _report = load_folder(gallery_dir, analyzer)
-    pipeline = Pipeline(
-        analyzer, gallery, PipelineConfig(detection_fps=detection_fps, cooldown_s=0.0)
-    )
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def on_event(event: MatchEvent) -> None:
-        with lock:
-            latencies.append(event.latency_s)
-
-    pipeline.add_listener(on_event)
-    for index in range(streams):
-        pipeline.add_camera(f"cam{index}", CameraSource(f"file://{clip}", name=f"cam{index}"))
-    pipeline.start()
-    time.sleep(warmup)
-    with lock:
-        latencies.clear()
-    before = {w.camera: w.stats() for w in pipeline.cameras}
-    remote0 = analyzer.stats.frames_remote
-    cpu0, wall0 = _cpu_seconds(), time.monotonic()
-    time.sleep(seconds)
-    cpu1, wall1 = _cpu_seconds(), time.monotonic()
-    after = {w.camera: w.stats() for w in pipeline.cameras}
-    info = analyzer.info()
-    pipeline.stop()
-    analyzer.close()
-    wall = wall1 - wall0
-    analysed = [(after[c].frames_analysed - before[c].frames_analysed) / wall for c in after]
-    dropped = sum(after[c].dropped - before[c].dropped for c in after)
-    with lock:
-        lat = sorted(latencies)
     return {
         "mode": f"ray, {replicas} replica(s) per deployment",
-        "streams": streams,
-        "seconds": round(wall, 1),
-        "target_fps": detection_fps,
-        "analysed_fps_per_stream": round(float(np.mean(analysed)), 2),
-        "analysed_fps_min": round(float(np.min(analysed)), 2),
-        "dropped_samples": dropped,
-        "frames_on_ray_per_s": round((info["frames_remote"] - remote0) / wall, 1),
+        **row,
+        "frames_on_ray": info["frames_remote"],  # warm-up included
         "frames_in_process": info["frames_local"],
-        "engine_cpu_percent": round((cpu1 - cpu0) / wall * 100.0, 1),
-        "events": len(lat),
-        "latency_s": {
-            "p50": round(float(np.percentile(lat, 50)), 3) if lat else None,
-            "p95": round(float(np.percentile(lat, 95)), 3) if lat else None,
-        },
         "backend": info["backend"],
     }
-
-
-def _prepare(faces: Path, work: Path) -> tuple[Path, Path]:
-    firsts: dict[str, Path] = {}
-    gallery = work / "gallery"
-    for photo in sorted(faces.glob("deepface_*")):
-        identity = "_".join(photo.name.split("_")[:2])
-        if identity not in firsts:
-            firsts[identity] = photo
-            continue
-        (gallery / identity).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, gallery / identity)
-    clip = work / "faces.mp4"
-    build_clip(clip, list(firsts.values()), seconds_per_photo=2.0, gap=1.0)
-    return clip, gallery
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="upr-bench-ray-"))
     cluster: LocalRayCluster | None = None
     try:
-        clip, gallery = _prepare(args.faces, work)
+        clip, gallery = bench_media(args.faces, work)
         address = args.address
         if address is None:
             cluster = LocalRayCluster(work)

@@ -284,10 +284,12 @@ def still_scene_clip(
     return out
 
 
-def demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
-    """The demo's gallery folder (all photos but the first of each deepface person, with a
-    reference and a French name) and its camera clip (the first photos, 3 s each, 2 s
-    apart): ``(work/gallery, work/camera.mp4)``."""
+def faces_media(
+    faces: Path, work: Path, *, clip_name: str, seconds_per_photo: float, gap: float
+) -> tuple[Path, Path, dict[str, Path]]:
+    """A gallery folder of every deepface person in ``faces`` (all their photos but the
+    first) and a clip of their first photos: ``(work/clip_name, work/gallery, firsts)``,
+    ``firsts`` mapping each person to the photo the camera shows."""
     gallery = work / "gallery"
     firsts: dict[str, Path] = {}
     for photo in sorted(faces.glob("deepface_*")):
@@ -297,6 +299,25 @@ def demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
             continue
         (gallery / identity).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo, gallery / identity)
+    clip = work / clip_name
+    build_clip(clip, list(firsts.values()), seconds_per_photo=seconds_per_photo, gap=gap)
+    return clip, gallery, firsts
+
+
+def bench_media(faces: Path, work: Path) -> tuple[Path, Path]:
+    """The benches' clip (2 s a face, 1 s apart) and gallery: ``(clip, gallery)``."""
+    clip, gallery, _firsts = faces_media(
+        faces, work, clip_name="faces.mp4", seconds_per_photo=2.0, gap=1.0
+    )
+    return clip, gallery
+
+
+def demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
+    """The demo's gallery folder (with a reference and a French name for each person) and
+    its camera clip (the first photos, 3 s each, 2 s apart): ``(gallery, clip)``."""
+    clip, gallery, firsts = faces_media(
+        faces, work, clip_name="camera.mp4", seconds_per_photo=3.0, gap=2.0
+    )
     for identity in firsts:
         (gallery / identity / "person.json").write_text(
             json.dumps(
@@ -307,8 +328,6 @@ def demo_media(faces: Path, work: Path) -> tuple[Path, Path]:
             ),
             encoding="utf-8",
         )
-    clip = work / "camera.mp4"
-    build_clip(clip, list(firsts.values()), seconds_per_photo=3.0, gap=2.0)
     return gallery, clip
 
 
